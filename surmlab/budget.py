@@ -1,0 +1,129 @@
+"""Trainable-parameter counts per layer shape, and a solver that meets a parameter budget.
+
+All layers of one plan share the family's hyper-parameters (one block size, one rank, one
+Kronecker factor shape), so the plan is a single point that can be written down and reproduced.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .structures import family as structure_family
+
+MODES = ("lora", "adapter")
+
+
+class BudgetError(ValueError):
+    """The requested budget cannot be met."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One structured update: its layer name and the shape of ``S`` (out, in)."""
+
+    name: str
+    out_features: int
+    in_features: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.out_features, self.in_features
+
+
+@dataclass
+class BudgetPlan:
+    family: str
+    mode: str
+    hyper: dict[str, Any]
+    total: int
+    per_layer: list[tuple[Target, dict[str, Any], int]] = field(default_factory=list)
+    budget: int | None = None
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [
+            {"layer": t.name, "shape": f"{t.out_features}x{t.in_features}", **hyper, "params": n}
+            for t, hyper, n in self.per_layer
+        ]
+
+    def describe(self) -> str:
+        hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items())
+        head = f"{self.family} ({self.mode}) with {hyper}: {self.total:,} trainable parameters"
+        if self.budget is not None:
+            head += f" for a budget of {self.budget:,}"
+        return head
+
+
+def parse_budget(value: int | str) -> int:
+    """``50000``, ``"50k"``, ``"1.5M"`` -> an integer count."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise BudgetError(f"budget must be positive, got {value}")
+        return value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", str(value))
+    if not m:
+        raise BudgetError(f"cannot read budget {value!r}; write e.g. 50000, 50k or 1.5M")
+    scale = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
+    count = round(float(m.group(1)) * scale)
+    if count < 1:
+        raise BudgetError(f"budget must be positive, got {value!r}")
+    return count
+
+
+def layer_count(family: str, target: Target, hyper: dict[str, Any], mode: str = "lora") -> int:
+    """Exact trainable parameters one target adds (the adapter mode also has a bias of size out)."""
+    cls = structure_family(family)
+    n = cls.num_parameters(target.in_features, target.out_features, **hyper)
+    return n + (target.out_features if mode == "adapter" else 0)
+
+
+def plan(family: str, targets: Sequence[Target], hyper: dict[str, Any], mode: str = "lora") -> BudgetPlan:
+    """The plan for fixed hyper-parameters (empty hyper: each family's defaults, per layer)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    if mode == "adapter" and any(t.out_features != t.in_features for t in targets):
+        raise ValueError("adapter mode needs square targets (S acts on the layer output h)")
+    cls = structure_family(family)
+    per_layer = []
+    for t in targets:
+        try:
+            resolved = cls.resolve_hyper(t.in_features, t.out_features, **hyper)
+        except ValueError as err:
+            raise ValueError(f"layer {t.name}: {err}") from None
+        per_layer.append((t, resolved, layer_count(family, t, resolved, mode)))
+    first = per_layer[0][1] if per_layer else {}
+    shared = first if all(h == first for _, h, _ in per_layer) else dict(hyper)
+    return BudgetPlan(family, mode, shared, sum(n for *_, n in per_layer), per_layer)
+
+
+def solve(
+    family: str, targets: Sequence[Target], budget: int | str, mode: str = "lora", nearest: bool = False
+) -> BudgetPlan:
+    """Hyper-parameters whose total count is closest to ``budget`` without exceeding it
+    (``nearest=True``: closest on either side). Raises ``BudgetError`` when no setting fits."""
+    if not targets:
+        raise BudgetError("no target layers: nothing to spend the budget on")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
+    budget = parse_budget(budget)
+    cls = structure_family(family)
+    options: list[tuple[int, dict[str, Any]]] = []
+    for hyper in cls.candidates([t.shape for t in targets]):
+        options.append((sum(layer_count(family, t, hyper, mode) for t in targets), hyper))
+    if not options:
+        raise BudgetError(f"{family} has no hyper-parameters that fit all {len(targets)} target layers")
+    low, high = min(n for n, _ in options), max(n for n, _ in options)
+    if not low <= budget <= high:
+        raise BudgetError(
+            f"a budget of {budget:,} is infeasible for {family} ({mode}) on {len(targets)} layers: "
+            f"achievable counts range from {low:,} to {high:,}"
+        )
+    fits = options if nearest else [o for o in options if o[0] <= budget]
+    # min() keeps the first of equals, and candidates come in order of preference.
+    total, hyper = min(fits, key=lambda o: abs(budget - o[0]))
+    result = plan(family, targets, hyper, mode)
+    result.budget = budget
+    assert result.total == total
+    return result

@@ -1,0 +1,89 @@
+"""``SurmConfig``: what to adapt, with which structure, and how; round-trips through JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .budget import MODES, parse_budget
+from .structures import family as structure_family
+
+PATHS = ("auto", "fft", "dense")
+QKV = ("q", "k", "v")
+# Activations with act(0) = 0 (the model starts unchanged) and act'(0) != 0 (it still learns);
+# relu is left out because its zero gradient at 0 would freeze a zero-initialised adapter.
+ACTIVATIONS = ("gelu", "silu", "tanh", "identity")
+
+
+@dataclass
+class SurmConfig:
+    """How to inject structured updates into a model.
+
+    ``target_modules`` is a list of module-name suffixes, a regular expression (a string matched
+    against full names), ``"all-linear"``, or ``None`` for the preset of the model's family.
+    ``qkv_slices`` maps a fused-qkv suffix to the slices to adapt, e.g. ``{"attn.qkv": ["q", "v"]}``.
+    Give either ``hyper`` (e.g. ``{"block_size": 64}``) or a ``budget`` (``50000``, ``"50k"``) that
+    the solver turns into ``hyper``.
+    """
+
+    family: str = field(default="circulant", metadata={"help": "structure family"})
+    mode: str = field(default="lora", metadata={"help": "'lora': W x + alpha S x; 'adapter': h + act(S h) + b"})
+    target_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "suffixes, a regex, 'all-linear', or None for the preset"}
+    )
+    exclude: list[str] | str | None = field(default=None, metadata={"help": "suffixes or a regex to skip"})
+    qkv_slices: dict[str, list[str]] | None = field(
+        default=None, metadata={"help": "fused-qkv suffix -> slices among q, k, v (None: preset)"}
+    )
+    hyper: dict[str, Any] = field(default_factory=dict, metadata={"help": "family hyper-parameters"})
+    budget: int | str | None = field(default=None, metadata={"help": "target trainable-parameter count"})
+    nearest: bool = field(default=False, metadata={"help": "budget: nearest count, not the largest below"})
+    alpha: float = field(default=1.0, metadata={"help": "scale of the LoRA-mode update"})
+    activation: str = field(default="gelu", metadata={"help": f"adapter non-linearity: {ACTIVATIONS}"})
+    path: str = field(default="auto", metadata={"help": "product: 'fft' (activation space), 'dense', 'auto'"})
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "suffixes kept trainable and saved (None: the preset's head)"}
+    )
+
+    def __post_init__(self) -> None:
+        structure_family(self.family)  # raises on an unknown family, listing the known ones
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}")
+        if self.path not in PATHS:
+            raise ValueError(f"unknown path {self.path!r}; known: {', '.join(PATHS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.budget is not None:
+            parse_budget(self.budget)
+        for suffix, slices in (self.qkv_slices or {}).items():
+            bad = [s for s in slices if s not in QKV] or ([] if slices else ["(none)"])
+            if bad or len(set(slices)) != len(slices):
+                raise ValueError(f"qkv_slices[{suffix!r}] = {slices!r}: give distinct slices among q, k, v")
+        if self.qkv_slices and self.mode == "adapter":
+            raise ValueError("qkv_slices apply to the lora mode; adapter mode wraps whole output layers")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules is empty; give suffixes, a regex, 'all-linear' or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SurmConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SurmConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SurmConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SurmConfig:
+        return cls.from_json(Path(path).read_text())

@@ -1,0 +1,144 @@
+"""``SurmLinear``: one wrapper around a frozen ``nn.Linear`` serving every structure family.
+
+LoRA mode adds ``alpha * S x`` to the layer output, where ``S`` may cover only some row slices of
+the weight (the q and v thirds of a fused qkv projection). Adapter mode replaces the output ``h``
+with ``h + act(S h) + b``. Merge, unmerge, dtype handling and the choice between the activation-space
+and weight-space products live here once, for all families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .structures import make
+
+ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "identity": lambda t: t}
+
+# Relative cost of one FFT-product flop against one dense-matmul flop. On the CPU both run at
+# similar rates; on a GPU a matmul runs far closer to peak than FFTs do (see benchmarks/).
+FFT_FLOP_COST = {"cpu": 2.0, "cuda": 20.0}
+
+
+class SurmLinear(nn.Module):
+    """A frozen ``base_layer`` plus structured updates, one per row slice ``(name, start, stop)``."""
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        family: str,
+        hyper: dict,
+        mode: str = "lora",
+        slices: Sequence[tuple[str, int, int]] | None = None,
+        alpha: float = 1.0,
+        activation: str = "gelu",
+        path: str = "auto",
+    ) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.mode, self.alpha, self.path, self.activation = mode, alpha, path, activation
+        self.merged = False
+        out_features, in_features = base_layer.out_features, base_layer.in_features
+        if mode == "adapter":
+            self.slices = [("adapter", 0, out_features)]
+            self.updates = nn.ModuleDict({"adapter": make(family, out_features, out_features, **hyper)})
+            self.adapter_bias = nn.Parameter(torch.zeros(out_features, device=base_layer.weight.device))
+        else:
+            self.slices = list(slices or [("full", 0, out_features)])
+            self.updates = nn.ModuleDict(
+                {name: make(family, in_features, stop - start, **hyper) for name, start, stop in self.slices}
+            )
+            self.adapter_bias = None
+        # Update parameters stay fp32 whatever the base dtype (FFT islands); activations follow x.
+        self.updates.to(device=base_layer.weight.device)
+
+    @property
+    def in_features(self) -> int:
+        return self.base_layer.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base_layer.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:  # code that reads layer.weight (e.g. dtype probes) keeps working
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    # -- products ----------------------------------------------------------------------------------
+    def _rows(self, parts: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """Stack per-slice results along the last dim of the output, zeros where nothing is adapted."""
+        pieces, cursor = [], 0
+        for name, start, stop in self.slices:
+            if start > cursor:
+                pieces.append(like.new_zeros(*like.shape[:-1], start - cursor))
+            pieces.append(parts[name])
+            cursor = stop
+        if cursor < self.out_features:
+            pieces.append(like.new_zeros(*like.shape[:-1], self.out_features - cursor))
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+    def delta_weight(self) -> torch.Tensor:
+        """``alpha * S`` as an ``(out, in)`` matrix in fp32 (LoRA mode)."""
+        if self.mode != "lora":
+            raise ValueError("adapter mode has no weight delta: act(S h) is not linear")
+        parts = {name: update.dense().T for name, update in self.updates.items()}  # (in, rows)
+        ref = next(iter(parts.values()))
+        return self.alpha * self._rows(parts, ref).T
+
+    def use_dense(self, x: torch.Tensor) -> bool:
+        """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (one matmul)."""
+        if self.path != "auto":
+            return self.path == "dense"
+        tokens = x.numel() // x.shape[-1]
+        fft_cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
+        structured = sum(u.activation_flops(tokens) for u in self.updates.values()) * fft_cost
+        size = self.out_features * self.in_features
+        if self.mode == "lora" and torch.is_grad_enabled():
+            # Folding S into W costs the weight gradient dy^T x that a frozen W never needs.
+            return 2.0 * tokens * size + 4.0 * size < 3.0 * structured
+        extra = 2.0 * tokens * size if self.mode == "adapter" else 0.0
+        return extra + 4.0 * size < structured
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base_layer
+        if self.mode == "adapter":
+            h = base(x)
+            update = self.updates["adapter"]
+            s = F.linear(h, update.dense().to(h.dtype)) if self.use_dense(h) else update(h)
+            return h + ACTIVATION_FUNCTIONS[self.activation](s) + self.adapter_bias.to(h.dtype)
+        if self.merged:
+            return base(x)
+        if self.use_dense(x):
+            weight = base.weight + self.delta_weight().to(base.weight.dtype)
+            return F.linear(x, weight, base.bias)
+        y = base(x)
+        delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
+        return y + (self.alpha * delta).to(y.dtype)
+
+    # -- merging -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def merge(self) -> None:
+        if self.mode != "lora":
+            raise ValueError(
+                "adapter mode adds a non-linear branch h + act(S h) + b; it cannot be merged into the weights"
+            )
+        if not self.merged:
+            self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged:
+            self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        slices = ",".join(name for name, _, _ in self.slices)
+        return f"mode={self.mode}, slices={slices}, alpha={self.alpha}, path={self.path}, merged={self.merged}"

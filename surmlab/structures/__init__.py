@@ -1,0 +1,47 @@
+"""Structured matrix families. ``make(name, in_features, out_features, **hyper)`` builds one.
+
+Pure math: nothing here knows about models or training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Shape, Structure, divisors
+from .convolution import Circulant, SymmetricToeplitz, Toeplitz
+from .kronecker import Kronecker
+from .ldr import LowDisplacementRank
+from .lowrank import LowRank
+
+FAMILIES: dict[str, type[Structure]] = {
+    cls.family: cls for cls in (Circulant, Toeplitz, SymmetricToeplitz, LowDisplacementRank, Kronecker, LowRank)
+}
+
+
+def family(name: str) -> type[Structure]:
+    """The class of family ``name``; a clear error lists the known ones."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown structure {name!r}; known: {', '.join(FAMILIES)}") from None
+
+
+def make(name: str, in_features: int, out_features: int, **hyper: Any) -> Structure:
+    """A zero-initialised structured matrix of shape ``(out_features, in_features)``."""
+    return family(name)(in_features, out_features, **hyper)
+
+
+__all__ = [
+    "FAMILIES",
+    "Circulant",
+    "Kronecker",
+    "LowDisplacementRank",
+    "LowRank",
+    "Shape",
+    "Structure",
+    "SymmetricToeplitz",
+    "Toeplitz",
+    "divisors",
+    "family",
+    "make",
+]

@@ -1,0 +1,392 @@
+"""Inject structured updates into any PyTorch model; merge, unload, save and load them.
+
+``inject(model, config)`` finds the target ``nn.Linear`` layers, solves the budget if one is given,
+wraps each target in a ``SurmLinear`` and freezes everything except the updates and
+``modules_to_save``. The wrapped model is still the user's model object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import budget as budget_mod
+from .budget import BudgetPlan, Target
+from .config import QKV, SurmConfig
+from .layer import SurmLinear
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+# -- presets ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Default targets for a model family, recognised by a module-name suffix it always has."""
+
+    name: str
+    marker: str
+    lora_targets: tuple[str, ...]
+    adapter_targets: tuple[str, ...]
+    head: tuple[str, ...]
+    qkv_slices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+PRESETS = (
+    # timm ViT / DeiT / CLIP vision towers: fused qkv, adapt the q and v thirds as LoRA does.
+    Preset("timm-vit", "attn.qkv", ("attn.qkv",), ("attn.proj", "mlp.fc2"), ("head",), (("attn.qkv", ("q", "v")),)),
+    # Hugging Face ViT: separate query/key/value inside attention.attention.
+    Preset(
+        "hf-vit",
+        "attention.attention.query",
+        ("attention.query", "attention.value"),
+        ("attention.output.dense", "output.dense"),
+        ("classifier",),
+    ),
+    # BERT, RoBERTa, MiniLM and relatives.
+    Preset(
+        "bert",
+        "attention.self.query",
+        ("attention.self.query", "attention.self.value"),
+        ("attention.output.dense", "output.dense"),
+        ("classifier",),
+    ),
+    # CLIP text/vision (Hugging Face), and other q_proj/v_proj models.
+    Preset("clip", "self_attn.q_proj", ("q_proj", "v_proj"), ("out_proj", "fc2"), ("classifier", "head")),
+)
+
+
+def _ends_with(name: str, suffix: str) -> bool:
+    return name == suffix or name.endswith("." + suffix)
+
+
+def detect_preset(model: nn.Module) -> Preset | None:
+    names = [n for n, _ in model.named_modules()]
+    for preset in PRESETS:
+        if any(_ends_with(n, preset.marker) for n in names):
+            return preset
+    return None
+
+
+def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
+    """Fill ``None`` targets, slices and modules_to_save from the model family's preset."""
+    preset = detect_preset(model)
+    if preset is None and config.target_modules is None:
+        raise ValueError(
+            f"no target preset for {type(model).__name__}; give target_modules (suffixes, a regex or "
+            f"'all-linear'). Linear layers look like: {', '.join(_linear_names(model)[:6])}"
+        )
+    changes: dict[str, Any] = {}
+    if config.target_modules is None:
+        targets = preset.lora_targets if config.mode == "lora" else preset.adapter_targets
+        changes["target_modules"] = list(targets)
+    if config.qkv_slices is None and config.mode == "lora":
+        changes["qkv_slices"] = {k: list(v) for k, v in preset.qkv_slices} if preset else {}
+    if config.modules_to_save is None:
+        heads = preset.head if preset else ("head", "classifier")
+        changes["modules_to_save"] = [h for h in heads if _find_suffix(model, h)]
+    return replace(config, **changes) if changes else config
+
+
+# -- target matching ----------------------------------------------------------------------------
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _find_suffix(model: nn.Module, suffix: str) -> list[str]:
+    return [n for n, _ in model.named_modules() if n and _ends_with(n, suffix)]
+
+
+def _matches(name: str, spec: list[str] | str | None) -> bool:
+    if spec is None:
+        return False
+    if isinstance(spec, str):
+        return re.fullmatch(spec, name) is not None
+    return any(_ends_with(name, s) for s in spec)
+
+
+def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
+    """``(name, layer, slices)`` for every layer the (resolved) config targets."""
+    modules = dict(model.named_modules())
+    saved = [full for suffix in config.modules_to_save or [] for full in _find_suffix(model, suffix)]
+    spec = config.target_modules
+    if spec == "all-linear":
+        chosen = [n for n in _linear_names(model) if not any(n == s or n.startswith(s + ".") for s in saved)]
+    elif isinstance(spec, str):
+        try:
+            re.compile(spec)
+        except re.error as err:
+            raise ValueError(f"target_modules regex {spec!r} does not compile: {err}") from None
+        chosen = [n for n in modules if n and re.fullmatch(spec, n)]
+    else:
+        chosen = []
+        for suffix in spec or []:
+            hits = _find_suffix(model, suffix)
+            if not hits:
+                raise ValueError(
+                    f"target {suffix!r} matches no module of {type(model).__name__}; linear layers "
+                    f"look like: {', '.join(_linear_names(model)[:6])}"
+                )
+            chosen += [h for h in hits if h not in chosen]
+    chosen = [n for n in chosen if not _matches(n, config.exclude)]
+    if not chosen:
+        raise ValueError(f"target_modules {spec!r} (minus exclude {config.exclude!r}) match no layer")
+    for name in chosen:
+        if not isinstance(modules[name], nn.Linear):
+            raise ValueError(f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers can be adapted")
+    slices_spec = config.qkv_slices or {}
+    for suffix in slices_spec:
+        if not any(_ends_with(n, suffix) for n in chosen):
+            raise ValueError(f"qkv_slices names {suffix!r}, which matches none of the targeted layers")
+    result = []
+    for name in chosen:
+        layer = modules[name]
+        wanted = next((v for k, v in slices_spec.items() if _ends_with(name, k)), None)
+        if wanted is None:
+            slices = [("full", 0, layer.out_features)]
+        else:
+            if layer.out_features != 3 * layer.in_features:
+                raise ValueError(
+                    f"qkv_slices given for {name} ({layer.out_features}x{layer.in_features}), which is not a "
+                    f"fused qkv layer: out_features must be 3 x in_features"
+                )
+            d = layer.in_features
+            slices = [(s, QKV.index(s) * d, (QKV.index(s) + 1) * d) for s in QKV if s in wanted]
+        result.append((name, layer, slices))
+    return result
+
+
+def _budget_targets(found: list[tuple[str, nn.Linear, list[tuple[str, int, int]]]], mode: str) -> list[Target]:
+    if mode == "adapter":
+        return [Target(name, layer.out_features, layer.out_features) for name, layer, _ in found]
+    return [
+        Target(name if s == "full" else f"{name}[{s}]", stop - start, layer.in_features)
+        for name, layer, slices in found
+        for s, start, stop in slices
+    ]
+
+
+def plan_for(model: nn.Module, config: SurmConfig) -> BudgetPlan:
+    """What ``inject`` would build: per-layer shapes, hyper-parameters and the exact count."""
+    config = resolve_config(model, config)
+    targets = _budget_targets(find_targets(model, config), config.mode)
+    if config.budget is not None:
+        if config.hyper:
+            raise ValueError(f"give either hyper {config.hyper} or a budget ({config.budget}), not both")
+        return budget_mod.solve(config.family, targets, config.budget, config.mode, config.nearest)
+    return budget_mod.plan(config.family, targets, config.hyper, config.mode)
+
+
+# -- inject / merge / unload ----------------------------------------------------------------------
+
+
+def surm_layers(model: nn.Module) -> dict[str, SurmLinear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, SurmLinear)}
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
+    """Wrap the targets of ``config`` in place; freeze all else but ``modules_to_save``."""
+    if surm_layers(model):
+        raise ValueError("model already carries SURM layers; unload() it first")
+    config = resolve_config(model, config)
+    found = find_targets(model, config)
+    plan = plan_for(model, config)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, layer, slices in found:
+        wrapped = SurmLinear(
+            layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.path
+        )
+        _set_module(model, name, wrapped)
+    for suffix in config.modules_to_save or []:
+        for name in _find_suffix(model, suffix):
+            model.get_submodule(name).requires_grad_(True)
+    # Record the resolved configuration: the solved hyper-parameters replace the budget.
+    model.surm_config = replace(config, hyper=dict(plan.hyper), budget=None)
+    model.surm_plan = plan
+    return model
+
+
+def _check_mergeable(model: nn.Module) -> dict[str, SurmLinear]:
+    layers = surm_layers(model)
+    if not layers:
+        raise ValueError("model has no SURM layers; call inject() first")
+    return layers
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """Fold ``alpha * S`` into each base weight (LoRA mode): inference costs what the base model costs."""
+    for layer in _check_mergeable(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    for layer in _check_mergeable(model).values():
+        layer.unmerge()
+    return model
+
+
+def unload(model: nn.Module, merge: bool = False) -> nn.Module:
+    """Put the base layers back, with the updates folded in when ``merge=True``."""
+    for name, layer in _check_mergeable(model).items():
+        if merge:
+            layer.merge()
+        else:
+            layer.unmerge()
+        _set_module(model, name, layer.base_layer)
+    for attr in ("surm_config", "surm_plan"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    return model
+
+
+# -- summaries -------------------------------------------------------------------------------------
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def summary(model: nn.Module) -> list[dict[str, Any]]:
+    """One row per adapted layer and per saved module: name, shape, hyper-parameters, trainable count."""
+    rows = []
+    for name, layer in surm_layers(model).items():
+        for slice_name, update in layer.updates.items():
+            rows.append(
+                {
+                    "layer": name if slice_name in ("full", "adapter") else f"{name}[{slice_name}]",
+                    "kind": f"{update.family} ({layer.mode})",
+                    "shape": f"{update.out_features}x{update.in_features}",
+                    "hyper": update.hyper,
+                    "params": sum(p.numel() for p in update.parameters())
+                    + (layer.out_features if layer.mode == "adapter" else 0),
+                }
+            )
+    config = getattr(model, "surm_config", None)
+    for suffix in (config.modules_to_save if config else None) or []:
+        for name in _find_suffix(model, suffix):
+            n = sum(p.numel() for p in model.get_submodule(name).parameters())
+            rows.append({"layer": name, "kind": "saved module", "shape": "", "hyper": {}, "params": n})
+    return rows
+
+
+# -- adapter files ---------------------------------------------------------------------------------
+
+
+def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    config: SurmConfig = model.surm_config
+    state = {}
+    for name, layer in surm_layers(model).items():
+        for key, value in layer.named_parameters():
+            if not key.startswith("base_layer."):
+                state[f"{name}.{key}"] = value
+    for suffix in config.modules_to_save or []:
+        for name in _find_suffix(model, suffix):
+            for key, value in model.get_submodule(name).state_dict().items():
+                state[f"{name}.{key}"] = value
+    return state
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_adapter(model: nn.Module, path: str | Path) -> Path:
+    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (updates + saved modules)."""
+    if not hasattr(model, "surm_config"):
+        raise ValueError("model has no SURM layers; call inject() first")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in _adapter_state(model).items()}
+    meta = {
+        "config": model.surm_config.to_dict(),
+        "backbone": type(model).__name__,
+        "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in model.surm_plan.per_layer},
+        "tensors": {k: list(v.shape) for k, v in state.items()},
+        "trainable_parameters": sum(v.numel() for v in state.values()),
+    }
+    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    return path
+
+
+def read_adapter_config(path: str | Path) -> dict[str, Any]:
+    file = Path(path) / CONFIG_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {path}: not a surmlab adapter directory")
+    return json.loads(file.read_text())
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
+    """Inject (if needed) and load a saved adapter; any mismatch names the offending layer."""
+    meta = read_adapter_config(path)
+    config = SurmConfig.from_dict(meta["config"])
+    backbone = type(model).__name__
+    if meta["backbone"] != backbone:
+        raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
+    if hasattr(model, "surm_config"):
+        have = model.surm_config
+        if (have.family, have.mode) != (config.family, config.mode):
+            raise ValueError(
+                f"model carries a {have.family} ({have.mode}) adapter; {path} holds {config.family} ({config.mode})"
+            )
+    else:
+        try:
+            targets = _budget_targets(find_targets(model, config), config.mode)
+        except ValueError as err:
+            raise ValueError(f"adapter in {path} does not fit this {backbone}: {err}") from None
+        have_layers = {t.name: [t.out_features, t.in_features] for t in targets}
+        for name, shape in meta["layers"].items():
+            if name not in have_layers:
+                raise ValueError(f"adapter layer {name} ({shape[0]}x{shape[1]}) does not exist in this {backbone}")
+            if have_layers[name] != shape:
+                got = have_layers[name]
+                raise ValueError(
+                    f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
+                )
+        inject(model, config)
+    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    own = _adapter_state(model)
+    for key, value in state.items():
+        if key not in own:
+            raise ValueError(f"adapter tensor {key} has no place in this {backbone}")
+        if own[key].shape != value.shape:
+            raise ValueError(
+                f"adapter tensor {key} has shape {list(value.shape)} but this {backbone} expects "
+                f"{list(own[key].shape)} (saved for another model size or number of classes?)"
+            )
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise ValueError(f"adapter in {path} lacks tensors {missing[:5]}")
+    with torch.no_grad():
+        for key, value in state.items():
+            own[key].copy_(value.to(own[key].dtype))
+    return model
