@@ -91,11 +91,17 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
     if config.target_modules is None:
         targets = preset.lora_targets if config.mode == "lora" else preset.adapter_targets
         changes["target_modules"] = list(targets)
-    if config.qkv_slices is None and config.mode == "lora":
-        changes["qkv_slices"] = {k: list(v) for k, v in preset.qkv_slices} if preset else {}
     if config.modules_to_save is None:
         heads = preset.head if preset else ("head", "classifier")
         changes["modules_to_save"] = [h for h in heads if _find_suffix(model, h)]
+    if config.qkv_slices is None and config.mode == "lora":
+        slices = {k: list(v) for k, v in preset.qkv_slices} if preset else {}
+        if slices:
+            # A preset's slices apply only where the targets reach the fused layer (a user's
+            # target_modules or exclude may leave it out); explicit qkv_slices are still checked.
+            chosen = [n for n, _, _ in find_targets(model, replace(config, **changes, qkv_slices={}))]
+            slices = {k: v for k, v in slices.items() if any(_ends_with(n, k) for n in chosen)}
+        changes["qkv_slices"] = slices
     return replace(config, **changes) if changes else config
 
 

@@ -1,0 +1,326 @@
+"""Structured families against independent oracles (scipy / numpy), counts, init, dtypes."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from oracles import displacement_rank, expected_count, oracle_blocks, oracle_dense, rel_err, to_numpy
+from torch import nn
+
+from surmlab.budget import Target, layer_count
+from surmlab.structures import FAMILIES, make
+
+FAMILY_NAMES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "kronecker", "lowrank"]
+FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"]
+
+# (out, in) -> block size for the block families; chosen so grids are 1x1, 9x3, 1x4, 1x1 (odd), 5x7.
+BLOCK = {(768, 768): 768, (2304, 768): 256, (768, 3072): 768, (37, 37): 37, (15, 21): 3}
+LDR_RANK = {(768, 768): 2, (2304, 768): 3, (768, 3072): 2, (37, 37): 4, (15, 21): 2}
+KRON_FACTORS = {(768, 768): None, (2304, 768): [48, 32], (768, 3072): [24, 64], (37, 37): None, (15, 21): [3, 7]}
+LOW_RANK = {(768, 768): 8, (2304, 768): 8, (768, 3072): 8, (37, 37): 5, (15, 21): 4}
+SHAPES = list(BLOCK)
+
+
+def hyper_for(family, shape):
+    if family in ("circulant", "toeplitz", "symmetric_toeplitz"):
+        return {"block_size": BLOCK[shape]}
+    if family == "ldr":
+        return {"block_size": BLOCK[shape], "rank": LDR_RANK[shape]}
+    if family == "kronecker":
+        return {} if KRON_FACTORS[shape] is None else {"factors": KRON_FACTORS[shape]}
+    return {"rank": LOW_RANK[shape]}
+
+
+def randomize(module, std=1.0):
+    """Fill every parameter with normal noise (the zero init would make every check trivial)."""
+    for p in module.parameters():
+        nn.init.normal_(p, std=std)
+    return module
+
+
+def build(family, shape, **override):
+    out_features, in_features = shape
+    hyper = {**hyper_for(family, shape), **override} if shape in BLOCK else override
+    return randomize(make(family, in_features, out_features, **hyper))
+
+
+def build_half_test_structure(family):
+    """A 48x96 layer of 16-blocks (rank 2 for LDR) for the dtype tests."""
+    return build(family, (48, 96), block_size=16, **({"rank": 2} if family == "ldr" else {}))
+
+
+def test_families_registered():
+    assert sorted(FAMILIES) == sorted(FAMILY_NAMES)
+
+
+# -- forward == dense, dense == oracle ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_forward_matches_dense(family, shape):
+    """The activation-space product equals x @ dense().T (reference in float64)."""
+    m = build(family, shape)
+    x = torch.randn(2, 3, shape[1])
+    with torch.no_grad():
+        got = m(x)
+        want = x.double() @ m.dense().double().T
+    assert got.shape == (2, 3, shape[0])
+    assert got.dtype == torch.float32
+    assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_dense_matches_oracle(family, shape):
+    """dense() has the family's structure, built from the parameters by scipy/numpy."""
+    m = build(family, shape)
+    with torch.no_grad():
+        dense = m.dense()
+    assert dense.shape == shape
+    assert rel_err(dense, oracle_dense(m)) < 1e-5
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_ldr_displacement_rank(shape):
+    """Every LDR block M has rank(Z_1 M - M Z_{-1}) <= rank, while a dense block does not."""
+    m = build("ldr", shape)
+    rank = m.hyper["rank"]
+    p, q, n = m.out_features // m.hyper["block_size"], m.in_features // m.hyper["block_size"], m.hyper["block_size"]
+    with torch.no_grad():
+        dense = to_numpy(m.dense())
+    for a in range(p):
+        for b in range(q):
+            assert displacement_rank(dense[a * n : (a + 1) * n, b * n : (b + 1) * n]) <= rank, (a, b)
+    if rank < n:  # the check can fail: an unstructured block has full displacement rank
+        assert displacement_rank(np.random.default_rng(0).standard_normal((n, n))) > rank
+
+
+def test_toeplitz_layout_is_documented_one():
+    """weight = [t_0..t_{n-1}, t_{-(n-1)}..t_{-1}]: S[i, j] = t_{i-j}, checked entry by entry."""
+    n = 4
+    m = make("toeplitz", n, n, block_size=n)
+    with torch.no_grad():
+        m.weight.copy_(torch.tensor([[[0.0, 1, 2, 3, -3, -2, -1]]]))  # t_k = k
+    dense = m.dense().detach()
+    for i in range(n):
+        for j in range(n):
+            assert abs(dense[i, j] - (i - j)) < 1e-5, (i, j)
+
+
+def test_ldr_skew_circulant_definition():
+    """With g = e_0 (C = identity) and rank 1, an LDR block is the skew-circulant Z(h) itself."""
+    n = 5
+    m = make("ldr", n, n, block_size=n, rank=1)
+    h = torch.arange(1.0, n + 1)
+    with torch.no_grad():
+        m.g.zero_()
+        m.g[0, 0, 0, 0] = 1.0
+        m.h.copy_(h.view(1, 1, 1, n))
+    dense = m.dense().detach()
+    for i in range(n):
+        for j in range(n):
+            expected = h[i - j] if i >= j else -h[i - j + n]
+            assert abs(dense[i, j] - expected) < 1e-5, (i, j)
+
+
+# -- init, gradients, counts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(37, 37), (15, 21), (2304, 768)], ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_zero_at_init_with_nonzero_gradient(family, shape):
+    """S = 0 at construction, so the model is unchanged, but a loss still has a gradient."""
+    out_features, in_features = shape
+    m = make(family, in_features, out_features, **hyper_for(family, shape))
+    x = torch.randn(2, 3, in_features)
+    assert torch.count_nonzero(m.dense()) == 0
+    y = m(x)
+    assert torch.count_nonzero(y) == 0
+    loss = (y * torch.randn_like(y)).sum()
+    loss.backward()
+    grads = [p.grad for p in m.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum().item() for g in grads) > 0
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_parameter_counts(family, shape):
+    """numel == num_parameters == budget.layer_count == the closed form of DESIGN.md's table."""
+    out_features, in_features = shape
+    m = make(family, in_features, out_features, **hyper_for(family, shape))
+    actual = sum(p.numel() for p in m.parameters())
+    assert actual == type(m).num_parameters(in_features, out_features, **m.hyper)
+    assert actual == layer_count(family, Target("layer", out_features, in_features), m.hyper)
+    assert actual == expected_count(family, out_features, in_features, m.hyper)
+    # the adapter mode adds a bias of size out
+    assert layer_count(family, Target("layer", out_features, in_features), m.hyper, "adapter") == actual + out_features
+
+
+def test_kronecker_default_factors_cover_the_layer():
+    """Default factors give A (m1 x n1), B ((out/m1) x (in/n1)) whose Kronecker product is out x in."""
+    m = make("kronecker", 768, 2304)
+    (m1, n1), (m2, n2) = m.a.shape, m.b.shape
+    assert (m1 * m2, n1 * n2) == (2304, 768)
+    assert m.hyper["factors"] == [m1, n1]
+
+
+# -- hypothesis: random small shapes ------------------------------------------------------------------
+
+
+def _divisors(k):
+    return [d for d in range(1, k + 1) if k % d == 0]
+
+
+@st.composite
+def small_structures(draw):
+    family = draw(st.sampled_from(FAMILY_NAMES))
+    n, p, q = draw(st.integers(1, 8)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    out_features, in_features = p * n, q * n
+    if family in ("circulant", "toeplitz", "symmetric_toeplitz"):
+        hyper = {"block_size": n}
+    elif family == "ldr":
+        hyper = {"block_size": n, "rank": draw(st.integers(1, n))}
+    elif family == "kronecker":
+        hyper = {
+            "factors": [draw(st.sampled_from(_divisors(out_features))), draw(st.sampled_from(_divisors(in_features)))]
+        }
+    else:
+        hyper = {"rank": draw(st.integers(1, min(out_features, in_features)))}
+    return family, out_features, in_features, hyper
+
+
+@given(small_structures(), st.integers(1, 3))
+def test_property_forward_dense_oracle_counts(spec, tokens):
+    """For any small shape: forward == dense == oracle, and every count agrees."""
+    family, out_features, in_features, hyper = spec
+    m = randomize(make(family, in_features, out_features, **hyper))
+    x = torch.randn(2, tokens, in_features)
+    with torch.no_grad():
+        got, dense = m(x), m.dense()
+    assert rel_err(got, x.double() @ dense.double().T) < 1e-5
+    assert rel_err(dense, oracle_dense(m)) < 1e-5
+    actual = sum(p.numel() for p in m.parameters())
+    assert actual == type(m).num_parameters(in_features, out_features, **hyper)
+    assert actual == layer_count(family, Target("t", out_features, in_features), hyper)
+    assert actual == expected_count(family, out_features, in_features, m.hyper)
+    if family == "ldr":
+        n = hyper["block_size"]
+        blocks, *_ = oracle_blocks(m)
+        d = to_numpy(dense)
+        for a, b in blocks:
+            assert displacement_rank(d[a * n : (a + 1) * n, b * n : (b + 1) * n]) <= hyper["rank"]
+
+
+# -- half precision -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FFT_FAMILIES)
+def test_fft_families_under_bf16_autocast(family):
+    """Under CPU bf16 autocast the FFT runs in fp32: output dtype is the input's and the result ~ fp32."""
+    m = build_half_test_structure(family)
+    x = torch.randn(2, 5, 96)
+    with torch.no_grad():
+        reference = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = m(x)
+    assert got.dtype == torch.float32
+    assert rel_err(got, reference) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("family", FFT_FAMILIES)
+def test_fft_families_half_inputs(family, dtype):
+    """Half-precision inputs (with and without autocast) return that dtype, close to the fp32 product."""
+    m = build_half_test_structure(family)
+    x = torch.randn(2, 5, 96).to(dtype)
+    with torch.no_grad():
+        reference = m(x.float())
+        plain = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = m(x)
+    for got in (plain, autocast):
+        assert got.dtype == dtype
+        assert torch.isfinite(got).all()
+        assert rel_err(got, reference) < 1e-2
+
+
+# -- kronecker never materialises the product --------------------------------------------------------
+
+
+def test_kronecker_forward_does_not_call_torch_kron(monkeypatch):
+    """The vec trick: forward (and its backward) work with torch.kron disabled."""
+    m = build("kronecker", (2304, 768), factors=[48, 32])
+    x = torch.randn(2, 3, 768)
+    want = x.double() @ torch.from_numpy(oracle_dense(m)).T
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("torch.kron called in the Kronecker forward")
+
+    monkeypatch.setattr(torch, "kron", forbidden)
+    y = m(x)
+    y.sum().backward()
+    assert rel_err(y, want) < 1e-5
+    assert m.a.grad is not None and m.b.grad is not None
+
+
+def test_kronecker_forward_cost_is_not_dense():
+    """activation_flops of the vec trick is far below a dense out x in product for a large layer."""
+    m = make("kronecker", 768, 2304, factors=[48, 32])
+    assert m.activation_flops(100) < 0.1 * 2 * 100 * 768 * 2304
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+def test_unknown_family_lists_known():
+    with pytest.raises(ValueError, match="unknown structure 'foo'") as info:
+        make("foo", 4, 4)
+    for name in FAMILY_NAMES:
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize("family", ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"])
+def test_non_dividing_block_size_names_valid_options(family):
+    """block_size=4 on a 15x21 layer: the message names the size, the layer and the divisors 1, 3."""
+    with pytest.raises(ValueError) as info:
+        make(family, 21, 15, block_size=4)
+    message = str(info.value)
+    assert "block_size=4" in message and "15x21" in message
+    assert message.rstrip().endswith("1, 3")
+
+
+def test_rank_too_large_is_rejected():
+    with pytest.raises(ValueError, match="rank=9"):
+        make("ldr", 8, 8, block_size=8, rank=9)
+    with pytest.raises(ValueError, match="rank=16"):
+        make("lowrank", 15, 21, rank=16)
+
+
+def test_kronecker_factors_must_divide():
+    with pytest.raises(ValueError, match=r"factors=\(4, 4\) do not fit the 15x21 layer"):
+        make("kronecker", 21, 15, factors=[4, 4])
+
+
+@pytest.mark.parametrize(("family", "hyper"), [("lowrank", {"block_size": 3}), ("circulant", {"rank": 2})])
+def test_foreign_hyper_parameter_is_named(family, hyper):
+    """A hyper-parameter the family does not take is rejected, naming it (resolve_hyper: ValueError)."""
+    (key,) = hyper
+    with pytest.raises(ValueError, match=key):
+        FAMILIES[family].num_parameters(21, 15, **hyper)
+    # make() goes straight to the constructor, which raises TypeError for an unexpected keyword
+    with pytest.raises((TypeError, ValueError), match=key):
+        make(family, 21, 15, **hyper)
+
+
+def test_circulant_first_column_is_the_kernel():
+    """Sanity of the circulant convention on a hand example: C(c) @ e_0 is c itself."""
+    m = make("circulant", 5, 5, block_size=5)
+    c = torch.arange(1.0, 6.0)
+    with torch.no_grad():
+        m.weight.copy_(c.view(1, 1, 5))
+        y = m(torch.eye(5)[0])
+    assert torch.allclose(y, c) and math.isclose(y.sum().item(), 15.0)
