@@ -1,0 +1,333 @@
+"""Every fine-tuning method the lab compares, prepared by one call so comparisons are fair.
+
+``prepare(method, model, head=...)`` freezes the backbone, adds the method's trainable parts,
+keeps the classifier head trainable, and reports the exact trainable count. Methods with a size
+knob (rank, block size, bottleneck width, ...) are matched to a parameter ``budget`` by the same
+solver; the head is outside the budget and counted separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import budget as budget_mod
+from .budget import BudgetError, Target
+from .config import SurmConfig
+from .structures import FAMILIES
+from .tuner import _find_suffix, find_targets, inject, resolve_config, trainable_parameters
+
+
+@dataclass
+class Prepared:
+    """A model ready to train with one method."""
+
+    model: nn.Module
+    method: str
+    hyper: dict[str, Any]
+    budget_params: int  # trainable parameters the method adds (the budget counts these)
+    head_params: int
+    trainable: int
+    total: int
+    lr: float
+    head: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items()) or "no size knob"
+        return (
+            f"{self.method} ({hyper}): {self.budget_params:,} method + {self.head_params:,} head = "
+            f"{self.trainable:,} trainable of {self.total:,} ({100 * self.trainable / self.total:.3f}%)"
+        )
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    description: str
+    lr: float  # default learning rate for the method's parameters (the head has its own)
+    budgeted: bool
+
+
+# Defaults found on MiniLM / rotten-tomatoes and ViT runs; FFT-based families want larger steps
+# because one kernel entry is shared by a whole diagonal of S.
+METHODS: dict[str, Method] = {
+    **{
+        f"surm-{name}": Method(f"surm-{name}", f"SURM with {name} matrices (lora or adapter mode)", lr, True)
+        for name, lr in {
+            "circulant": 5e-3,
+            "toeplitz": 5e-3,
+            "symmetric_toeplitz": 5e-3,
+            "ldr": 5e-3,
+            "kronecker": 1e-3,
+            "lowrank": 1e-3,
+        }.items()
+    },
+    "lora": Method("lora", "LoRA through the PEFT library", 1e-3, True),
+    "c3a": Method("c3a", "C3A (block-circulant) through the PEFT library", 5e-3, True),
+    "lokr": Method("lokr", "LoKr (Kronecker) through the PEFT library", 1e-3, True),
+    "adapter": Method("adapter", "Houlsby bottleneck adapter after attention and MLP outputs", 1e-3, True),
+    "bitfit": Method("bitfit", "train only the biases", 1e-3, False),
+    "layernorm": Method("layernorm", "train only the normalisation layers", 1e-3, False),
+    "linear-probe": Method("linear-probe", "train only the classifier head", 1e-3, False),
+    "full": Method("full", "full fine-tuning", 5e-5, False),
+}
+HEAD_LR = 1e-3  # classifier heads start from scratch; every method trains them at this rate
+
+
+def method_info(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _unfreeze_head(model: nn.Module, head: list[str]) -> None:
+    for suffix in head:
+        for name in _find_suffix(model, suffix):
+            model.get_submodule(name).requires_grad_(True)
+
+
+def _freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None) -> list[tuple[str, nn.Linear]]:
+    """The layers SURM would adapt in ``mode``, without qkv slicing (PEFT cannot slice)."""
+    config = resolve_config(model, SurmConfig(mode=mode, target_modules=targets, qkv_slices={}))
+    return [(name, layer) for name, layer, _ in find_targets(model, config)]
+
+
+def _solve_knob(
+    name: str, options: list[tuple[int, dict[str, Any]]], budget: int | str | None, nearest: bool
+) -> tuple[int, dict[str, Any]]:
+    """Pick the knob setting whose count is closest to the budget (below it unless ``nearest``)."""
+    options = sorted(options, key=lambda o: o[0])
+    if budget is None:
+        raise BudgetError(f"{name} needs a budget or explicit hyper-parameters")
+    target = budget_mod.parse_budget(budget)
+    low, high = options[0][0], options[-1][0]
+    if not low <= target <= high:
+        raise BudgetError(
+            f"a budget of {target:,} is infeasible for {name}: achievable counts range from {low:,} to {high:,}"
+        )
+    fits = options if nearest else [o for o in options if o[0] <= target]
+    return min(fits, key=lambda o: abs(target - o[0]))
+
+
+# -- SURM --------------------------------------------------------------------------------------------
+
+
+def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path):
+    config = SurmConfig(
+        family=family,
+        mode=mode,
+        target_modules=targets,
+        hyper=dict(hyper or {}),
+        budget=None if hyper else budget,
+        nearest=nearest,
+        alpha=alpha,
+        path=path,
+        modules_to_save=[],
+    )
+    inject(model, config)
+    plan = model.surm_plan
+    return plan.total, dict(plan.hyper), plan.rows()
+
+
+# -- PEFT baselines ----------------------------------------------------------------------------------
+
+
+def _peft_targets(model: nn.Module, targets: list[str] | str | None) -> tuple[list[str], list[tuple[str, nn.Linear]]]:
+    layers = _preset_targets(model, "lora", targets)
+    return [name for name, _ in layers], layers
+
+
+def _prepare_lora(model, budget, hyper, targets, nearest):
+    from peft import LoraConfig, get_peft_model
+
+    names, layers = _peft_targets(model, targets)
+    shapes = [Target(n, lay.out_features, lay.in_features) for n, lay in layers]
+    rank = int(hyper["rank"]) if hyper else budget_mod.solve("lowrank", shapes, budget, nearest=nearest).hyper["rank"]
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=names, lora_dropout=0.0)
+    peft_model = get_peft_model(model, config)
+    return peft_model, {"rank": rank, "lora_alpha": 2 * rank}
+
+
+def _prepare_c3a(model, budget, hyper, targets, nearest):
+    from peft import C3AConfig, get_peft_model
+
+    names, layers = _peft_targets(model, targets)
+    shapes = [Target(n, lay.out_features, lay.in_features) for n, lay in layers]
+    if hyper:
+        block = int(hyper["block_size"])
+    else:
+        block = budget_mod.solve("circulant", shapes, budget, nearest=nearest).hyper["block_size"]
+    peft_model = get_peft_model(model, C3AConfig(block_size=block, target_modules=names))
+    return peft_model, {"block_size": block}
+
+
+def lokr_count(in_features: int, out_features: int, rank: int, factor: int = -1) -> int:
+    """Parameters PEFT's LoKr adds to one linear layer (mirrors its ``update_layer``)."""
+    from peft.tuners.lokr.layer import factorization
+
+    in_m, in_n = factorization(in_features, factor)
+    out_l, out_k = factorization(out_features, factor)
+    w1 = out_l * in_m
+    w2 = out_k * in_n if rank >= max(out_k, in_n) / 2 else rank * (out_k + in_n)
+    return w1 + w2
+
+
+def _prepare_lokr(model, budget, hyper, targets, nearest):
+    from peft import LoKrConfig, get_peft_model
+
+    names, layers = _peft_targets(model, targets)
+    if hyper:
+        rank, factor = int(hyper["rank"]), int(hyper.get("decompose_factor", -1))
+    else:
+        max_rank = max(max(lay.in_features, lay.out_features) for _, lay in layers)
+        options = [
+            (sum(lokr_count(lay.in_features, lay.out_features, r, f) for _, lay in layers), {"rank": r, "factor": f})
+            for f in (-1, 2, 4, 8, 16, 32, 64)
+            for r in sorted({1, 2, 4, 8, 16, 32, 64, 128, max_rank})
+        ]
+        _, best = _solve_knob("lokr", options, budget, nearest)
+        rank, factor = best["rank"], best["factor"]
+    config = LoKrConfig(r=rank, alpha=rank, decompose_factor=factor, target_modules=names)
+    peft_model = get_peft_model(model, config)
+    return peft_model, {"rank": rank, "decompose_factor": factor}
+
+
+# -- Houlsby adapter ------------------------------------------------------------------------------------
+
+
+class HoulsbyAdapter(nn.Module):
+    """``h <- h + up(gelu(down(h)))`` after a frozen output layer; ``up`` starts at zero."""
+
+    def __init__(self, base_layer: nn.Linear, bottleneck: int) -> None:
+        super().__init__()
+        d = base_layer.out_features
+        self.base_layer = base_layer
+        self.down = nn.Linear(d, bottleneck).to(base_layer.weight.device)
+        self.up = nn.Linear(bottleneck, d).to(base_layer.weight.device)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    @staticmethod
+    def count(d: int, bottleneck: int) -> int:
+        return 2 * d * bottleneck + bottleneck + d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.base_layer(x)
+        return h + self.up(F.gelu(self.down(h.to(self.down.weight.dtype)))).to(h.dtype)
+
+
+def _prepare_adapter(model, budget, hyper, targets, nearest):
+    from .tuner import _set_module
+
+    layers = _preset_targets(model, "adapter", targets)
+    if hyper:
+        bottleneck = int(hyper["bottleneck"])
+    else:
+        widest = min(lay.out_features for _, lay in layers)
+        options = [
+            (sum(HoulsbyAdapter.count(lay.out_features, m) for _, lay in layers), {"bottleneck": m})
+            for m in range(1, widest + 1)
+        ]
+        bottleneck = _solve_knob("adapter", options, budget, nearest)[1]["bottleneck"]
+    for name, layer in layers:
+        _set_module(model, name, HoulsbyAdapter(layer, bottleneck))
+    return model, {"bottleneck": bottleneck}
+
+
+# -- selective tuning ---------------------------------------------------------------------------------
+
+
+def _unfreeze_where(model: nn.Module, keep: Callable[[str, nn.Module, str], bool]) -> None:
+    for module_name, module in model.named_modules():
+        for param_name, p in module.named_parameters(recurse=False):
+            if keep(module_name, module, param_name):
+                p.requires_grad_(True)
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, nn.LayerNorm | nn.GroupNorm | nn.BatchNorm2d) or "Norm" in type(module).__name__
+
+
+# -- entry point ----------------------------------------------------------------------------------------
+
+
+def prepare(
+    method: str,
+    model: nn.Module,
+    *,
+    head: list[str],
+    budget: int | str | None = None,
+    hyper: dict[str, Any] | None = None,
+    mode: str = "lora",
+    targets: list[str] | str | None = None,
+    nearest: bool = False,
+    alpha: float = 1.0,
+    path: str = "auto",
+    lr: float | None = None,
+) -> Prepared:
+    """Freeze ``model``, add ``method``'s trainable parts (matched to ``budget`` where it has a size
+    knob), keep the ``head`` suffixes trainable. Returns the model to train (PEFT methods wrap it)."""
+    info = method_info(method)
+    if not head or not any(_find_suffix(model, h) for h in head):
+        raise ValueError(f"head {head!r} matches no module of {type(model).__name__}")
+    if info.budgeted and budget is None and not hyper and not method.startswith("surm-"):
+        raise BudgetError(f"{method} needs --budget (e.g. 50k) or explicit hyper-parameters")
+    if not info.budgeted and budget is not None:
+        raise BudgetError(f"{method} has no size knob; drop the budget")
+    if mode != "lora" and not method.startswith("surm-"):
+        raise ValueError(f"mode {mode!r} applies to surm-* methods only")
+    _freeze(model)
+    rows: list[dict[str, Any]] = []
+    knob: dict[str, Any] = {}
+    if method.startswith("surm-"):
+        family = method.removeprefix("surm-")
+        if family not in FAMILIES:
+            raise ValueError(f"unknown method {method!r}")
+        _, knob, rows = _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path)
+        knob = {**knob, "mode": mode}
+    elif method in ("lora", "c3a", "lokr", "adapter"):
+        builder = {"lora": _prepare_lora, "c3a": _prepare_c3a, "lokr": _prepare_lokr, "adapter": _prepare_adapter}
+        model, knob = builder[method](model, budget, hyper, targets, nearest)
+    elif method == "bitfit":
+        _unfreeze_where(model, lambda _m, _mod, p: p == "bias")
+    elif method == "layernorm":
+        _unfreeze_where(model, lambda _m, mod, _p: _is_norm(mod))
+    elif method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    _unfreeze_head(model, head)
+    trainable, total = trainable_parameters(model)
+    head_names = head_parameter_names(model, head)
+    head_params = sum(p.numel() for n, p in model.named_parameters() if n in head_names)
+    return Prepared(
+        model=model,
+        method=method,
+        hyper=knob,
+        budget_params=trainable - head_params,
+        head_params=head_params,
+        trainable=trainable,
+        total=total,
+        lr=lr if lr is not None else info.lr,
+        head=list(head),
+        layers=rows,
+    )
+
+
+def head_parameter_names(model: nn.Module, head: list[str]) -> set[str]:
+    """Names of trainable parameters that belong to the classifier head (for its own learning rate)."""
+    return {n for n, p in model.named_parameters() if p.requires_grad and any(f".{h}." in f".{n}" for h in head)}
