@@ -7,43 +7,20 @@ never leaves a half-written JSON behind. ``list_runs`` turns a folder of runs in
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .fileio import atomic_write, read_json, write_json
+
+__all__ = ["RunDir", "atomic_write", "list_runs", "read_json", "write_json"]
+
 STATUSES = ("running", "completed", "stopped", "failed")
 PACKAGES = ("surmlab", "torch", "timm", "transformers", "peft", "accelerate", "datasets")
-
-
-def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the tmp file is removed on failure."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 def package_versions() -> dict[str, str]:

@@ -8,9 +8,7 @@ wraps each target in a ``SurmLinear`` and freezes everything except the updates 
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from torch import nn
 from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
+from .fileio import atomic_write
 from .layer import SurmLinear
 
 CONFIG_FILE = "adapter_config.json"
@@ -148,6 +147,12 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
                 )
             chosen += [h for h in hits if h not in chosen]
     chosen = [n for n in chosen if not _matches(n, config.exclude)]
+    clash = [n for n in chosen if any(n == s or n.startswith(s + ".") for s in saved)]
+    if clash:
+        raise ValueError(
+            f"{clash[0]} is both a target and in modules_to_save {config.modules_to_save}; a module is either "
+            "adapted (frozen base + update) or trained and saved whole"
+        )
     if not chosen:
         raise ValueError(f"target_modules {spec!r} (minus exclude {config.exclude!r}) match no layer")
     for name in chosen:
@@ -314,17 +319,6 @@ def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (updates + saved modules)."""
     if not hasattr(model, "surm_config"):
@@ -339,8 +333,8 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         "tensors": {k: list(v.shape) for k, v in state.items()},
         "trainable_parameters": sum(v.numel() for v in state.values()),
     }
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
+    atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
     return path
 
 

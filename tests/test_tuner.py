@@ -592,6 +592,11 @@ def test_model_without_preset_needs_targets():
         inject(Tiny(), SurmConfig())
 
 
+def test_target_that_is_also_a_saved_module():
+    with pytest.raises(ValueError, match=r"head is both a target and in modules_to_save \['head'\]"):
+        inject(build_vit(), SurmConfig(target_modules=["head"]))
+
+
 def test_inject_twice():
     model = inject(build_bert(), SurmConfig())
     with pytest.raises(ValueError, match="already carries SURM layers"):
