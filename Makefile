@@ -7,6 +7,10 @@ STAMP   = $(VENV)/.surmlab-installed
 .PHONY: setup demo test lint app clean
 
 $(STAMP): pyproject.toml requirements-assets.txt
+	# Debian ships the full Fashion-MNIST (60k/10k) as a package; root or sudo installs it.
+	@if ! [ -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: these versions come from local wheels where available.

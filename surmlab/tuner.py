@@ -319,6 +319,11 @@ def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def backbone_name(model: nn.Module) -> str:
+    """What an adapter file records about its backbone: the wrapper's architecture id, or the class name."""
+    return getattr(model, "backbone_name", None) or type(model).__name__
+
+
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
     """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (updates + saved modules)."""
     if not hasattr(model, "surm_config"):
@@ -328,7 +333,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in _adapter_state(model).items()}
     meta = {
         "config": model.surm_config.to_dict(),
-        "backbone": type(model).__name__,
+        "backbone": backbone_name(model),
         "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in model.surm_plan.per_layer},
         "tensors": {k: list(v.shape) for k, v in state.items()},
         "trainable_parameters": sum(v.numel() for v in state.values()),
@@ -349,7 +354,7 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     """Inject (if needed) and load a saved adapter; any mismatch names the offending layer."""
     meta = read_adapter_config(path)
     config = SurmConfig.from_dict(meta["config"])
-    backbone = type(model).__name__
+    backbone = backbone_name(model)
     if meta["backbone"] != backbone:
         raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
     if hasattr(model, "surm_config"):

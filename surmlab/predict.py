@@ -1,0 +1,71 @@
+"""Classify new inputs with a trained run: rebuild its backbone and method, load its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import Task, make_collate
+from .methods import Prepared, prepare
+from .models import Backbone, load_backbone
+from .runs import RunDir
+from .train import TrainConfig, load_weights
+
+
+def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepared, dict[str, Any]]:
+    """The run's model with its trained weights (``best``: the best-evaluated checkpoint)."""
+    run = RunDir(run_dir)
+    if not run.config_file.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    saved = run.config()
+    config = TrainConfig.from_dict(saved["train"])
+    weights = run.best_dir if best else run.adapter_dir
+    if not (weights / "trainable.safetensors").exists():
+        raise FileNotFoundError(f"{weights} holds no weights (did the run save any before it ended?)")
+    task = saved["task"]
+    backbone = load_backbone(
+        config.backbone,
+        task["num_labels"],
+        regression=task["num_labels"] == 1,
+        pretrained=config.pretrained,
+        image_size=config.image_size,
+    )
+    prepared = prepare(
+        config.method,
+        backbone.model,
+        head=backbone.head,
+        budget=config.budget,
+        hyper=config.hyper or None,
+        mode=config.mode,
+        targets=config.targets,
+        alpha=config.alpha,
+        path=config.path,
+    )
+    load_weights(prepared.model, weights)
+    prepared.model.eval()
+    return backbone, prepared, saved
+
+
+@torch.no_grad()
+def predict(run_dir: str | Path, inputs: list[str], best: bool = False) -> list[tuple[str, str, float]]:
+    """``(input, label, score)`` per input: texts for text backbones, image paths for image ones.
+    Score is the softmax probability of the label (the predicted value for regression)."""
+    backbone, prepared, saved = load_run(run_dir, best)
+    info = saved["task"]
+    task = Task(info["name"], backbone.modality, info["num_labels"], "", None, None, info["label_names"], "")
+    if backbone.modality == "image":
+        from PIL import Image
+
+        rows = [{"image": Image.open(path), "label": 0} for path in inputs]
+    else:
+        rows = [{"text": text, "label": 0} for text in inputs]
+    batch = make_collate(task, backbone, TrainConfig.from_dict(saved["train"]).max_length)(rows)
+    batch.pop("labels")
+    logits = prepared.model(**batch).float()
+    if task.num_labels == 1:
+        return [(item, "value", float(v)) for item, v in zip(inputs, logits.squeeze(-1), strict=True)]
+    probs = logits.softmax(-1)
+    names = task.label_names or [str(i) for i in range(task.num_labels)]
+    return [(item, names[int(p.argmax())], float(p.max())) for item, p in zip(inputs, probs, strict=True)]
