@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from .data import Task, make_collate
-from .methods import Prepared, prepare
-from .models import Backbone, load_backbone
+from .methods import Prepared
+from .models import Backbone
 from .runs import RunDir
-from .train import TrainConfig, load_weights
+from .train import TrainConfig, build_backbone, build_method, load_weights
 
 
 def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepared, dict[str, Any]]:
@@ -24,25 +24,8 @@ def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepare
     weights = run.best_dir if best else run.adapter_dir
     if not (weights / "trainable.safetensors").exists():
         raise FileNotFoundError(f"{weights} holds no weights (did the run save any before it ended?)")
-    task = saved["task"]
-    backbone = load_backbone(
-        config.backbone,
-        task["num_labels"],
-        regression=task["num_labels"] == 1,
-        pretrained=config.pretrained,
-        image_size=config.image_size,
-    )
-    prepared = prepare(
-        config.method,
-        backbone.model,
-        head=backbone.head,
-        budget=config.budget,
-        hyper=config.hyper or None,
-        mode=config.mode,
-        targets=config.targets,
-        alpha=config.alpha,
-        path=config.path,
-    )
+    backbone = build_backbone(config, saved["task"]["num_labels"])
+    prepared = build_method(config, backbone)
     load_weights(prepared.model, weights)
     prepared.model.eval()
     return backbone, prepared, saved

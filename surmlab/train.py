@@ -137,6 +137,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def build_backbone(config: TrainConfig, num_labels: int) -> Backbone:
+    return load_backbone(
+        config.backbone,
+        num_labels,
+        regression=num_labels == 1,
+        pretrained=config.pretrained,
+        image_size=config.image_size,
+    )
+
+
+def build_method(config: TrainConfig, backbone: Backbone) -> Prepared:
+    """The configured method on ``backbone`` (the same call at training and at prediction time)."""
+    return prepare(
+        config.method,
+        backbone.model,
+        head=backbone.head,
+        budget=config.budget,
+        hyper=config.hyper or None,
+        mode=config.mode,
+        targets=config.targets,
+        alpha=config.alpha,
+        path=config.path,
+        lr=config.lr,
+    )
+
+
 def build(config: TrainConfig) -> tuple[Backbone, Task, Prepared]:
     """Backbone, task and method, in that order; raises a clear error on any bad input."""
     seed_everything(config.seed)
@@ -158,29 +184,12 @@ def build(config: TrainConfig) -> tuple[Backbone, Task, Prepared]:
             if v is not None
         },
     )
-    backbone = load_backbone(
-        config.backbone,
-        task.num_labels,
-        regression=task.num_labels == 1,
-        pretrained=config.pretrained,
-        image_size=config.image_size,
-    )
+    backbone = build_backbone(config, task.num_labels)
     if backbone.modality != task.modality:
         raise ValueError(
             f"backbone {config.backbone} reads {backbone.modality}, but task {config.task} is {task.modality}"
         )
-    prepared = prepare(
-        config.method,
-        backbone.model,
-        head=backbone.head,
-        budget=config.budget,
-        hyper=config.hyper or None,
-        mode=config.mode,
-        targets=config.targets,
-        alpha=config.alpha,
-        path=config.path,
-        lr=config.lr,
-    )
+    prepared = build_method(config, backbone)
     return backbone, task, prepared
 
 
