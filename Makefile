@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml requirements-assets.txt
 	@if ! [ -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; fi
+	# Debian's chromium drives tests/test_app_browser.py (Playwright's own browser download is not used).
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: these versions come from local wheels where available.
@@ -27,6 +31,9 @@ demo: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
+
+app: setup
+	$(PY) app.py
 
 lint: setup
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -160,6 +160,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    from .app import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import main as reproduce_main
 
@@ -205,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="texts (text backbones) or image paths")
     predict.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
     predict.set_defaults(func=cmd_predict)
+
+    from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
+
+    app = sub.add_parser("app", help="the lab in the browser (Gradio), on 127.0.0.1:7860 unless told otherwise")
+    add_app_arguments(app)
+    app.set_defaults(func=cmd_app)
 
     reproduce = sub.add_parser(
         "reproduce",

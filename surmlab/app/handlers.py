@@ -1,0 +1,425 @@
+"""What the app's buttons and its timer do, as plain Python: no Gradio here, so each handler can be
+tested directly. Handlers take the form's values and return messages and figures; bad input becomes
+a message, never an exception.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..runs import list_runs
+from ..train import TrainConfig
+from . import plots
+from .jobs import JobManager, JobRecord
+from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets
+from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
+
+log = logging.getLogger(__name__)
+
+BUDGETS = ["1k", "5k", "10k", "20k", "50k", "100k", "200k", "500k", "1M"]
+ALL_RUNS = "all backbones / tasks"
+TABLE_COLUMNS = [
+    "status",
+    "structure",
+    "backbone",
+    "task",
+    "trainable",
+    "% of model",
+    "metric",
+    "best",
+    "final",
+    "time",
+    "run",
+    "reason",
+]
+
+
+def device_label() -> str:
+    """The accelerator training will use, in words."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return "GPU: " + ", ".join(names)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "GPU: Apple MPS"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def _int_or_none(value: Any, name: str, minimum: int = 1) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+    if number != int(number) or number < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(number)
+
+
+def log_every(max_train: int | None, batch_size: int, epochs: int) -> int:
+    """Log often enough that a short run still draws a curve (about 25 points or more)."""
+    if max_train is None:
+        return 10
+    return max(1, min(10, -(-max_train // batch_size) * epochs // 25))
+
+
+@dataclass
+class Form:
+    """The training form, as the UI holds it (numbers may be floats or empty)."""
+
+    backbone: str = "minilm-l6"
+    task: str = "rotten-tomatoes"
+    method: str = "surm-circulant"
+    mode: str = "lora"
+    budget: str | None = "50k"
+    targets: str | None = None
+    epochs: float | None = 1
+    lr: float | str | None = None
+    seed: float | None = 0
+    max_train: float | None = 2000
+    max_eval: float | None = 500
+    max_length: float | None = 64
+    batch_size: float | None = 32
+    name: str | None = None
+
+    def budget_value(self) -> str | None:
+        from ..methods import method_info
+
+        text = (self.budget or "").strip()
+        return text if text and method_info(self.method).budgeted else None
+
+    def mode_value(self) -> str:
+        return self.mode if self.method.startswith("surm-") else "lora"
+
+    def targets_value(self, preset: list[str] | None) -> list[str] | None:
+        if self.method in NO_TARGETS:
+            return None
+        targets = parse_targets(self.targets)
+        return None if targets == preset else targets  # the preset is the default: record it as such
+
+    def to_config(self, runs_dir: str | Path, preset: list[str] | None = None) -> TrainConfig:
+        """The run's TrainConfig; raises ValueError with a readable message on bad input."""
+        from ..methods import method_info
+
+        method_info(self.method)
+        if not (self.backbone or "").strip():
+            raise ValueError("choose a backbone")
+        if not (self.task or "").strip():
+            raise ValueError("choose a task")
+        try:
+            lr = None if self.lr is None or str(self.lr).strip() == "" else float(self.lr)
+        except ValueError:
+            raise ValueError(f"the learning rate must be a number such as 1e-3, got {self.lr!r}") from None
+        if lr is not None and not 0 < lr < float("inf"):
+            raise ValueError(f"the learning rate must be positive, got {self.lr}")
+        epochs = _int_or_none(self.epochs, "epochs") or 1
+        max_train = _int_or_none(self.max_train, "max train examples")
+        batch_size = _int_or_none(self.batch_size, "batch size") or 32
+        return TrainConfig(
+            backbone=self.backbone.strip(),
+            task=self.task.strip(),
+            method=self.method,
+            mode=self.mode_value(),
+            budget=self.budget_value(),
+            targets=self.targets_value(preset),
+            epochs=epochs,
+            lr=lr,
+            seed=_int_or_none(self.seed, "seed", minimum=0) or 0,
+            max_train=max_train,
+            max_eval=_int_or_none(self.max_eval, "max eval examples"),
+            max_length=_int_or_none(self.max_length, "max length") or 128,
+            batch_size=batch_size,
+            log_every=log_every(max_train, batch_size, epochs),
+            runs_dir=str(runs_dir),
+            name=(self.name or "").strip() or None,
+        )
+
+
+@dataclass
+class Tick:
+    """What changed since the last tick; ``None`` means unchanged (the UI sends nothing)."""
+
+    seen: dict[str, Any]
+    status: str | None = None
+    loss: Any = None
+    metric: Any = None
+    queue: str | None = None
+    table: pd.DataFrame | None = None
+    tradeoff: Any = None
+    groups: list[str] | None = None
+    runs: list[str] | None = None
+    changed: list[str] = field(default_factory=list)
+
+
+class Lab:
+    """The app's state: the runs folder, the job manager, the readout and the metrics cache."""
+
+    def __init__(self, runs_dir: str | Path = "runs", jobs: JobManager | None = None) -> None:
+        self.runs_dir = Path(runs_dir).resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs = jobs or JobManager(self.runs_dir)
+        self.readout = BudgetReadout()
+        self.metrics = MetricsCache()
+        self.downloads = Path(tempfile.mkdtemp(prefix="surmlab-app-"))  # adapter zips, served for download
+        atexit.register(shutil.rmtree, self.downloads, True)
+
+    # -- the form --------------------------------------------------------------------------------------
+    def plan(self, form: Form) -> Readout:
+        """The budget readout for the form (never raises)."""
+        try:
+            return self.readout(
+                form.backbone,
+                form.task,
+                form.method,
+                form.mode_value(),
+                form.budget_value(),
+                None if form.method in NO_TARGETS else parse_targets(form.targets),
+            )
+        except Exception as err:  # a bug in a lower layer still ends as a message
+            log.exception("readout failed")
+            return Readout(False, f"{type(err).__name__}: {err}")
+
+    def start(self, form: Form, preset: list[str] | None = None) -> str:
+        """Validate the form, then start it or queue it behind the running job."""
+        try:
+            config = form.to_config(self.runs_dir, preset)
+        except ValueError as err:
+            return f"**Cannot start:** {err}"
+        readout = self.plan(form)
+        if not readout.ok:
+            return f"**Cannot start:** {readout.message}"
+        try:
+            job = self.jobs.submit(config)
+        except Exception as err:
+            log.exception("submit failed")
+            return f"**Cannot start:** {err}"
+        snap = self.jobs.snapshot()
+        if snap.current is not None and snap.current.id == job.id:
+            return f"Started {job.label()} ({readout.trainable:,} trainable parameters)."
+        position = next((i for i, j in enumerate(snap.pending, 1) if j.id == job.id), None)
+        if position is not None:
+            return f"Queued {job.label()}: position {position}, after the running job."
+        done = self.jobs.find(job.id)
+        return f"Job {job.label()}: {done.status if done else 'unknown'} — {done.reason if done else ''}"
+
+    def stop(self) -> str:
+        return self.jobs.stop()
+
+    def cancel_queued(self) -> str:
+        return self.jobs.cancel_pending()
+
+    # -- polling -----------------------------------------------------------------------------------------
+    def watched(self) -> JobRecord | None:
+        """The job the live panel shows: the running one, else the latest one this app ran."""
+        snap = self.jobs.snapshot()
+        if snap.current is not None:
+            return snap.current
+        return snap.recent[0] if snap.recent else None
+
+    def tick(self, seen: dict[str, Any] | None, group: str | None = None) -> Tick:
+        """Everything the page shows that changed since ``seen`` (``None``: a fresh page, send all)."""
+        seen = dict(seen or {})
+        out = Tick(seen)
+        try:
+            self.jobs.poll()
+            job = self.watched()
+            live_key = (job.id, job.status, job.stop_requested, run_stamp(job.run_dir)) if job else None
+            if "live" not in seen or seen["live"] != live_key:
+                seen["live"] = live_key
+                out.status, out.loss, out.metric = self.live(job)
+                out.changed += ["status", "loss", "metric"]
+            queue_key = self.jobs.version
+            if seen.get("queue") != queue_key or "queue" not in seen:
+                seen["queue"] = queue_key
+                out.queue = self.queue_markdown()
+                out.changed.append("queue")
+            history_key = (history_stamp(self.runs_dir), group)
+            if "history" not in seen or seen["history"] != history_key:
+                seen["history"] = history_key
+                table = list_runs(self.runs_dir)
+                out.table = display_table(table)
+                out.tradeoff = plots.tradeoff(filter_group(table, group))
+                out.groups = [ALL_RUNS, *sorted(set(groups_of(table)))]
+                out.runs = list(table["run"])
+                out.changed += ["table", "tradeoff", "groups", "runs"]
+        except Exception:
+            log.exception("tick failed")
+        return out
+
+    def live(self, job: JobRecord | None) -> tuple[str, Any, Any]:
+        """Status block (HTML) and the two live figures for ``job``."""
+        if job is None:
+            none = plots.empty("Training loss", "start a run"), plots.empty("Eval metric", "start a run")
+            return status_html("idle", "No run yet: choose a setup and press Start.", None, None), *none
+        summary = read_summary(job.run_dir) if job.run_dir else {}
+        rows = self.metrics.rows(job.run_dir) if job.run_dir else []
+        p = progress(summary, rows)
+        loss, metric = plots.live(rows, p.metric, job.label())
+        return status_html(job.status, job.label(), job, p, summary), loss, metric
+
+    def queue_markdown(self) -> str:
+        snap = self.jobs.snapshot()
+        lines = []
+        if snap.current is not None:
+            stop = " · stop requested" if snap.current.stop_requested else ""
+            lines.append(f"**{snap.current.status}**: {snap.current.label()}{stop}")
+        for i, job in enumerate(snap.pending, 1):
+            lines.append(f"**queued #{i}**: {job.label()}")
+        for job in snap.recent[:5]:
+            why = f" — {job.reason}" if job.reason and job.status in ("failed", "cancelled") else ""
+            lines.append(f"{job.status}: {job.label()}{why}")
+        return "  \n".join(lines) if lines else "No jobs yet."
+
+    # -- history ---------------------------------------------------------------------------------------
+    def tradeoff(self, group: str | None) -> Any:
+        return plots.tradeoff(filter_group(list_runs(self.runs_dir), group))
+
+    def compare(self, runs: list[str] | None) -> Any:
+        chosen = []
+        for name in runs or []:
+            path = self._run_path(name)
+            if path is None:
+                continue
+            summary = read_summary(path)
+            method = (summary.get("config") or {}).get("method")
+            chosen.append((name, method, self.metrics.rows(path), summary.get("metric")))
+        return plots.compare(chosen)
+
+    def _run_path(self, name: str | None) -> Path | None:
+        """The run folder called ``name`` directly under the runs folder, or None (no path tricks)."""
+        if not name or name != Path(name).name or name.startswith("."):
+            return None
+        path = self.runs_dir / name
+        return path if path.is_dir() else None
+
+    def adapter_zip(self, name: str | None) -> tuple[str | None, str]:
+        """A zip of the run's adapter folder for download, and a message."""
+        path = self._run_path(name)
+        if path is None:
+            return None, "Choose a run."
+        adapter = path / "adapter"
+        if not adapter.is_dir() or not any(adapter.iterdir()):
+            status = read_summary(path).get("status", "unknown")
+            return None, f"{name} has no saved adapter (status: {status})."
+        archive = shutil.make_archive(str(self.downloads / f"{name}-adapter"), "zip", root_dir=adapter)
+        files = ", ".join(sorted(p.name for p in adapter.iterdir()))
+        return archive, f"Adapter of {name}: {files}."
+
+    def delete(self, name: str | None) -> str:
+        path = self._run_path(name)
+        if path is None:
+            return "Choose a run to delete."
+        if str(path.resolve()) in self.jobs.busy_run_dirs():
+            return f"{name} is running: stop it first."
+        try:
+            shutil.rmtree(path)
+        except OSError as err:
+            return f"Could not delete {name}: {err}"
+        self.metrics.forget(path)
+        return f"Deleted {name}."
+
+
+# -- presentation helpers -------------------------------------------------------------------------------
+
+COLOURS = {
+    "completed": "#15803d",
+    "running": "#2563eb",
+    "starting": "#2563eb",
+    "queued": "#6b7280",
+    "stopped": "#b45309",
+    "failed": "#b91c1c",
+    "cancelled": "#6b7280",
+    "idle": "#6b7280",
+}
+
+
+def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: dict | None = None) -> str:
+    """The live status block: status, progress bar, step, elapsed and remaining time, outcome."""
+    colour = COLOURS.get(status, "#6b7280")
+    esc = html.escape
+    parts = [
+        f'<div class="surm-status" data-status="{esc(status)}" style="font-size:0.95rem;line-height:1.5">',
+        f'<div><span style="color:{colour};font-weight:700;text-transform:uppercase">{esc(status)}</span>'
+        f" · {esc(label)}</div>",
+    ]
+    if p is not None:
+        pct = 100 * (1.0 if status == "completed" else p.fraction)
+        parts.append(
+            '<div style="background:#e5e7eb;border-radius:4px;height:10px;margin:6px 0;overflow:hidden">'
+            f'<div class="surm-bar" style="width:{pct:.1f}%;background:{colour};height:100%"></div></div>'
+        )
+        total = p.total_steps if p.total_steps is not None else "?"
+        bits = [f"step {p.step} / {total}", f"elapsed {format_seconds(p.elapsed_s)}"]
+        if status == "running":
+            bits.append(f"remaining ~{format_seconds(p.remaining_s)}")
+        if p.loss is not None:
+            bits.append(f"loss {p.loss:.4f}")
+        if p.metric_value is not None:
+            bits.append(f"{p.metric} {p.metric_value:.4f}")
+        parts.append(f"<div>{' · '.join(esc(b) for b in bits)}</div>")
+    if job is not None:
+        if status == "starting":
+            parts.append("<div>Loading the backbone and the data…</div>")
+        if job.run_dir:
+            parts.append(f'<div style="color:#6b7280">run: {esc(Path(job.run_dir).name)}</div>')
+        if job.reason and status in ("failed", "cancelled", "stopped"):
+            parts.append(f'<div class="surm-reason" style="color:{colour}">reason: {esc(job.reason)}</div>')
+        adapter = Path(job.run_dir) / "adapter" if job.run_dir else None
+        if status in ("completed", "stopped") and adapter is not None and adapter.is_dir():
+            parts.append(f'<div class="surm-adapter">adapter saved: {esc(adapter.parent.name)}/adapter</div>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def groups_of(table: pd.DataFrame) -> list[str]:
+    return list(table["backbone"].astype(str) + " / " + table["task"].astype(str))
+
+
+def filter_group(table: pd.DataFrame, group: str | None) -> pd.DataFrame:
+    if not group or group == ALL_RUNS or table.empty:
+        return table
+    return table[[g == group for g in groups_of(table)]]
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The run list as people read it: rounded numbers, structure names, short times."""
+    if table.empty:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+
+    def share(row: pd.Series) -> str:
+        t, n = row["trainable_params"], row["total_params"]
+        return f"{100 * t / n:.3f}%" if pd.notna(t) and pd.notna(n) and n else ""
+
+    def number(x: Any) -> str:
+        return f"{x:.4f}" if isinstance(x, int | float) and pd.notna(x) else ""
+
+    return pd.DataFrame(
+        {
+            "run": table["run"],
+            "status": table["status"].fillna(""),
+            "structure": [plots.structure(m, md) for m, md in zip(table["method"], table["mode"], strict=True)],
+            "backbone": table["backbone"].fillna(""),
+            "task": table["task"].fillna(""),
+            "trainable": [f"{int(t):,}" if pd.notna(t) else "" for t in table["trainable_params"]],
+            "% of model": table.apply(share, axis=1),
+            "metric": table["metric"].fillna(""),
+            "best": [number(x) for x in table["best"]],
+            "final": [number(x) for x in table["final"]],
+            "time": [format_seconds(t) if pd.notna(t) else "" for t in table["wall_time_s"]],
+            "reason": table["reason"].fillna(""),
+        },
+        columns=TABLE_COLUMNS,
+    )

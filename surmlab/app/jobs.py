@@ -1,0 +1,424 @@
+"""One training job at a time, each in its own process, with a FIFO queue of pending configs.
+
+The app never trains in its own process: a job is ``python -m surmlab train ...`` writing its run
+directory, so a crash, a NaN or an out-of-memory kill there cannot take the UI down. The current job,
+the queue and the recent outcomes live in ``<runs_dir>/.surmlab-app/queue.json`` (written atomically),
+so a page reload or an app restart finds them again: a restarted app re-attaches to a child that is
+still alive by its pid (checked against the job id on its command line) and otherwise reads the
+outcome from the run's ``summary.json``.
+
+A job finds its run directory through its name: ``--name <run name>-<job id>`` makes the child create
+``<stamp>-<run name>-<job id>``. Stop is the run's ``STOP`` file (the training loop finishes the step,
+saves the adapter and marks the run ``stopped``); a stop asked for before that folder exists is
+remembered and applied as soon as it appears.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock, one app per runs folder is then up to the user
+    fcntl = None
+
+from ..fileio import read_json, write_json
+from ..runs import RunDir, slug
+from ..train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+APP_DIR = ".surmlab-app"  # inside the runs folder; list_runs ignores it (it has no summary.json)
+ACTIVE = ("starting", "running")  # a process exists
+FINISHED = ("completed", "stopped", "failed", "cancelled")
+RECENT = 50  # finished jobs kept in the queue file
+PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # so the child imports this very surmlab
+
+
+@dataclass
+class JobRecord:
+    """One submitted training: queued, then starting (process up), running (run folder exists), finished."""
+
+    id: str
+    config: dict[str, Any]  # TrainConfig fields
+    name: str  # the --name passed to the child; ends with the id
+    submitted: float
+    status: str = "queued"
+    started: float | None = None
+    finished: float | None = None
+    pid: int | None = None
+    run_dir: str | None = None
+    stop_requested: bool = False
+    reason: str | None = None
+    log: str | None = None
+    exit_code: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def label(self) -> str:
+        c = self.config
+        budget = f", budget {c['budget']}" if c.get("budget") is not None else ""
+        return f"{c.get('method')} on {c.get('backbone')} / {c.get('task')}{budget}"
+
+
+def config_to_args(config: TrainConfig) -> list[str]:
+    """``surmlab train`` options reproducing ``config`` (only fields that differ from the defaults)."""
+    if config.pretrained is True:
+        raise ValueError("pretrained=True has no command-line flag; leave it unset (weights load when available)")
+    defaults = TrainConfig()
+    args: list[str] = []
+    for f in fields(TrainConfig):
+        value, flag = getattr(config, f.name), "--" + f.name.replace("_", "-")
+        if value == getattr(defaults, f.name) or value is None:
+            continue
+        if f.name == "hyper":
+            import json
+
+            args += [flag, json.dumps(value)]
+        elif f.name == "targets":
+            args += [flag, *([value] if isinstance(value, str) else value)]
+        elif f.name == "pretrained":
+            args.append("--no-pretrained")
+        elif f.name == "cpu":
+            args.append("--cpu")
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def pid_alive(pid: int | None, token: str | None = None) -> bool:
+    """Whether ``pid`` runs and is not a zombie; on Linux also that its command line names ``token``
+    (a recycled pid then does not count as our job)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+            if token and token.encode() not in proc.joinpath("cmdline").read_bytes():
+                return False
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "the training process ended without recording an outcome"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (most likely out of memory)" if -code == signal.SIGKILL else ""
+        return f"the training process was killed by {name}{hint}"
+    return f"the training process exited with code {code}"
+
+
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt)\b.*")
+
+
+def error_from_log(path: str | Path | None, tail: int = 16_384) -> str | None:
+    """The reason a child gave before dying: the CLI's one-line error, else the exception line."""
+    if not path or not Path(path).exists():
+        return None
+    with open(path, "rb") as f:
+        f.seek(max(0, os.path.getsize(path) - tail))
+        text = f.read().decode("utf-8", "replace")
+    lines = [ln.strip() for chunk in text.splitlines() for ln in chunk.split("\r") if ln.strip()]
+    for line in reversed(lines):
+        if line.startswith("surmlab train: error:"):
+            return line.removeprefix("surmlab train: error:").strip()[:600]
+    for line in reversed(lines):
+        if _ERROR_LINE.match(line):
+            return line[:600]
+    return lines[-1][:600] if lines else None
+
+
+@dataclass
+class QueueState:
+    current: JobRecord | None = None
+    pending: list[JobRecord] = field(default_factory=list)
+    recent: list[JobRecord] = field(default_factory=list)  # newest first
+
+
+class JobManager:
+    """Runs submitted ``TrainConfig``s one at a time in ``python -m surmlab train`` subprocesses.
+
+    Every public method is safe to call from any thread and never raises on a child's failure; the
+    outcome is recorded on the job (``status``, ``reason``) and in the run's summary.
+    """
+
+    def __init__(self, runs_dir: str | Path, python: str = sys.executable) -> None:
+        self.runs_dir = Path(runs_dir).resolve()
+        self.state_dir = self.runs_dir / APP_DIR
+        self.queue_file = self.state_dir / "queue.json"
+        self.python = python
+        self.version = 0  # bumped on every state change: cheap change detection for the UI
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen | None = None
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._lock_file = self._claim()
+        self.state = self._load()
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def _claim(self) -> Any:
+        """One manager per runs folder: two would both start jobs and overwrite each other's queue."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.state_dir / "lock", "a")  # noqa: SIM115 - held open for the manager's lifetime
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise RuntimeError(
+                    f"another surmlab app already manages {self.runs_dir}; use that one, or another --runs-dir"
+                ) from None
+        return handle
+
+    def _load(self) -> QueueState:
+        if not self.queue_file.exists():
+            return QueueState()
+        try:
+            data = read_json(self.queue_file)
+            return QueueState(
+                current=JobRecord.from_dict(data["current"]) if data.get("current") else None,
+                pending=[JobRecord.from_dict(d) for d in data.get("pending", [])],
+                recent=[JobRecord.from_dict(d) for d in data.get("recent", [])],
+            )
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.warning("ignoring unreadable %s: %s", self.queue_file, err)
+            return QueueState()
+
+    def _save(self) -> None:
+        s = self.state
+        write_json(
+            self.queue_file,
+            {
+                "format": 1,
+                "current": asdict(s.current) if s.current else None,
+                "pending": [asdict(j) for j in s.pending],
+                "recent": [asdict(j) for j in s.recent[:RECENT]],
+            },
+        )
+        self.version += 1
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def submit(self, config: TrainConfig) -> JobRecord:
+        """Queue ``config`` (its ``runs_dir`` is replaced by this manager's); starts it if nothing runs."""
+        job_id = secrets.token_hex(3)
+        base = slug(config.run_name())[:80]
+        values = {**asdict(config), "runs_dir": str(self.runs_dir), "name": f"{base}-{job_id}"}
+        config_to_args(TrainConfig(**values))  # refuse what the command line cannot express, now
+        job = JobRecord(id=job_id, config=values, name=values["name"], submitted=time.time())
+        with self._lock:
+            self.state.pending.append(job)
+            self._save()
+            self.poll()
+        return job
+
+    def stop(self, job_id: str | None = None) -> str:
+        """Stop the current job gracefully (or cancel the queued job ``job_id``); returns what happened."""
+        with self._lock:
+            current = self.state.current
+            if job_id is not None and (current is None or current.id != job_id):
+                for job in self.state.pending:
+                    if job.id == job_id:
+                        self.state.pending.remove(job)
+                        self._finish(job, "cancelled", "removed from the queue")
+                        self._save()
+                        return f"Removed {job.label()} from the queue."
+                return "That job is no longer queued or running."
+            if current is None:
+                return "Nothing is running."
+            current.stop_requested = True
+            self._apply_stop(current)
+            self._save()
+            if current.run_dir:
+                return "Stop requested: the run finishes its current step, saves its adapter and stops."
+            return "Stop requested: the run stops (and saves) right after it starts."
+
+    def cancel_pending(self) -> str:
+        with self._lock:
+            jobs, self.state.pending = self.state.pending, []
+            for job in jobs:
+                self._finish(job, "cancelled", "removed from the queue")
+            if jobs:
+                self._save()
+        return f"Removed {len(jobs)} queued job(s)." if jobs else "The queue is empty."
+
+    def snapshot(self) -> QueueState:
+        """A copy of the state (records are copied too, so the caller may keep it)."""
+        with self._lock:
+            s = self.state
+            copy = lambda j: JobRecord.from_dict(asdict(j))  # noqa: E731
+            return QueueState(
+                copy(s.current) if s.current else None, [copy(j) for j in s.pending], [copy(j) for j in s.recent]
+            )
+
+    def find(self, job_id: str) -> JobRecord | None:
+        s = self.snapshot()
+        return next((j for j in [*filter(None, [s.current]), *s.pending, *s.recent] if j.id == job_id), None)
+
+    def busy_run_dirs(self) -> set[str]:
+        with self._lock:
+            cur = self.state.current
+            return {str(Path(cur.run_dir).resolve())} if cur and cur.run_dir else set()
+
+    # -- the state machine -------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Advance: notice the run folder, apply a pending stop, reap a finished child, start the next."""
+        with self._lock:
+            try:
+                changed = self._poll_current()
+                if self.state.current is None and self.state.pending:
+                    self._launch(self.state.pending.pop(0))
+                    changed = True
+                if changed:
+                    self._save()
+            except Exception:  # the UI must keep running whatever happens here
+                log.exception("job manager poll failed")
+
+    def _poll_current(self) -> bool:
+        job = self.state.current
+        if job is None:
+            return False
+        changed = False
+        if job.run_dir is None:
+            found = self._find_run_dir(job)
+            if found is not None:
+                job.run_dir, job.status, changed = str(found), "running", True
+        if job.stop_requested:
+            self._apply_stop(job)
+        alive, code = self._child_status(job)
+        if alive:
+            return changed
+        self._reap(job, code)
+        return True
+
+    def _find_run_dir(self, job: JobRecord) -> Path | None:
+        matches = sorted(self.runs_dir.glob(f"*-{slug(job.name)}"))
+        return matches[-1] if matches else None
+
+    def _apply_stop(self, job: JobRecord) -> None:
+        if job.run_dir and Path(job.run_dir).is_dir():
+            with contextlib.suppress(OSError):
+                RunDir(job.run_dir).request_stop()
+
+    def _child_status(self, job: JobRecord) -> tuple[bool, int | None]:
+        proc = self._proc
+        if proc is not None and proc.pid == job.pid:
+            code = proc.poll()
+            return code is None, code
+        return pid_alive(job.pid, job.id), None  # a child of an earlier app process: no exit code
+
+    def _launch(self, job: JobRecord) -> None:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        job.log = str(logs / f"{job.id}.log")
+        config = TrainConfig(**job.config)
+        cmd = [self.python, "-m", "surmlab", "train", *config_to_args(config)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+        job.started, job.status = time.time(), "starting"
+        self.state.current = job
+        try:
+            with open(job.log, "ab") as out:
+                out.write(("$ " + " ".join(cmd) + "\n").encode())
+                out.flush()
+                # A session of its own: Ctrl-C in the app's terminal does not reach the training,
+                # which a restarted app then re-attaches to.
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                )
+            job.pid = self._proc.pid
+        except OSError as err:
+            self._reap(job, None, f"could not start the training process: {err}")
+
+    def _reap(self, job: JobRecord, code: int | None, reason: str | None = None) -> None:
+        """Record the outcome of a job whose process is gone, and clear ``current``."""
+        job.exit_code = code
+        if job.run_dir is None:  # it may have appeared between the last poll and the exit
+            found = self._find_run_dir(job)
+            job.run_dir = str(found) if found else None
+        run = RunDir(job.run_dir) if job.run_dir else None
+        summary = {}
+        if run is not None:
+            with contextlib.suppress(OSError, ValueError):
+                summary = run.summary()
+            with contextlib.suppress(OSError):
+                run.stop_file.unlink(missing_ok=True)  # consumed; a later --resume must not stop at once
+        if summary.get("status") in ("completed", "stopped", "failed"):
+            self._finish(job, summary["status"], summary.get("reason"))
+        elif run is not None:  # died without recording an outcome: killed, or crashed before writing one
+            why = reason or describe_exit(code)
+            detail = error_from_log(job.log) if code not in (None, -signal.SIGKILL) else None
+            why = f"{why}: {detail}" if detail and code else why
+            with contextlib.suppress(OSError, ValueError):
+                extra = {} if summary else {"config": job.config}
+                run.update_summary(status="failed", reason=why, **extra)
+            self._finish(job, "failed", why)
+        elif job.stop_requested and not reason:
+            self._finish(job, "cancelled", "stopped before training started")
+        else:
+            self._finish(job, "failed", reason or error_from_log(job.log) or describe_exit(code))
+        if self._proc is not None and self._proc.pid == job.pid:
+            self._proc = None
+
+    def _finish(self, job: JobRecord, status: str, reason: str | None) -> None:
+        job.status, job.reason, job.finished = status, reason, time.time()
+        if self.state.current is job:
+            self.state.current = None
+        self.state.recent.insert(0, job)
+        del self.state.recent[RECENT:]
+
+    # -- background watcher --------------------------------------------------------------------------------
+    def start_watcher(self, interval: float = 1.0) -> None:
+        """Poll in a daemon thread, so the queue advances with no browser open."""
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+        self._stop_watch.clear()
+
+        def loop() -> None:
+            while not self._stop_watch.wait(interval):
+                self.poll()
+
+        self._watcher = threading.Thread(target=loop, name="surmlab-jobs", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop the watcher and let go of the runs folder (running jobs keep running; a new manager
+        re-attaches to them)."""
+        self._stop_watch.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+        if not self._lock_file.closed:
+            self._lock_file.close()

@@ -1,0 +1,298 @@
+"""The Gradio lab without a browser: the handlers turn bad input into messages, the budget readout
+counts what training trains, the job manager queues, stops, re-attaches and records failures with
+real ``surmlab train`` subprocesses on a tiny model, and the timer sends only what changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from surmlab.app import _is_loopback, parse_auth
+from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
+from surmlab.app.jobs import JobManager, JobRecord, config_to_args, error_from_log, pid_alive
+from surmlab.app.readout import BudgetReadout, parse_targets
+from surmlab.app.watch import MetricsCache, progress
+from surmlab.cli import _train_config, build_parser
+from surmlab.runs import RunDir, list_runs
+from surmlab.train import TrainConfig
+
+TINY = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "1k"}
+SMALL = {**TINY, "max_train": 64, "max_eval": 32, "max_length": 32, "batch_size": 16, "log_every": 1}
+
+
+def wait_for(condition, timeout: float = 90.0, every: float = 0.3, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def readout() -> BudgetReadout:
+    return BudgetReadout()
+
+
+# -- the budget readout ------------------------------------------------------------------------------
+
+
+def test_readout_counts_exactly_what_training_trains(readout):
+    r = readout("tiny-bert", "rotten-tomatoes", "surm-circulant", "lora", "1k")
+    assert r.ok, r.message
+    # tiny-bert: 4 targets of 64x64 (q and v of 2 layers); block 32 -> 4 kernels of 32 per layer; head 64*2+2
+    assert (r.trainable, r.hyper["block_size"]) == (512 + 130, 32)
+    assert "642 trainable parameters" in r.message and "0.031%" in r.message
+    assert [row["params"] for row in r.rows] == [128] * 4 and all(row["shape"] == "64x64" for row in r.rows)
+    assert r.preset == ["attention.self.query", "attention.self.value"]
+    adapter = readout("tiny-bert", "rotten-tomatoes", "surm-circulant", "adapter", "5k")
+    assert adapter.ok and adapter.preset == ["attention.output.dense", "output.dense"]
+    bitfit = readout("tiny-bert", "rotten-tomatoes", "bitfit", "lora", "50k")  # no size knob: budget ignored
+    assert bitfit.ok and bitfit.preset is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("tiny-bert", "rotten-tomatoes", "surm-circulant", "lora", "lots"), "cannot read budget"),
+        (("tiny-bert", "rotten-tomatoes", "surm-circulant", "lora", "10"), "infeasible"),
+        (("no-such-model", "rotten-tomatoes", "surm-circulant", "lora", "1k"), "unknown backbone"),
+        (("tiny-bert", "no-such-task", "surm-circulant", "lora", "1k"), "unknown task"),
+        (("tiny-bert", "cifar10", "surm-circulant", "lora", "1k"), "image task"),
+        (("tiny-bert", "rotten-tomatoes", "surm-nonsense", "lora", "1k"), "unknown method"),
+        (("tiny-bert", "rotten-tomatoes", "lora", "lora", ""), "needs a budget"),
+        (("", "rotten-tomatoes", "lora", "lora", "1k"), "Choose a backbone"),
+    ],
+)
+def test_readout_turns_bad_input_into_messages(readout, args, expected):
+    r = readout(*args)
+    assert not r.ok and expected in r.message
+
+
+def test_readout_reports_bad_targets(readout):
+    r = readout("tiny-bert", "rotten-tomatoes", "surm-toeplitz", "lora", "1k", ["no.such.layer"])
+    assert not r.ok and "matches no module" in r.message
+    assert parse_targets(" query,value\n key ") == ["query", "value", "key"] and parse_targets("  ") is None
+
+
+def test_start_refuses_bad_forms_without_starting_anything(tmp_path):
+    lab = Lab(tmp_path)
+    bad = [
+        (Form(**{**TINY, "budget": "many"}), "cannot read budget"),
+        (Form(**{**TINY, "backbone": "no-such-model"}), "unknown backbone"),
+        (Form(**{**TINY, "epochs": 0}), "epochs"),
+        (Form(**{**TINY, "epochs": 1.5}), "whole number"),
+        (Form(**{**TINY, "lr": "fast"}), "learning rate"),
+        (Form(**{**TINY, "lr": "-1"}), "learning rate"),
+        (Form(**{**TINY, "max_train": -3}), "max train"),
+        (Form(**{**TINY, "method": "surm-circulant", "mode": "adapter", "budget": "10"}), "infeasible"),
+    ]
+    for form, expected in bad:
+        message = lab.start(form)
+        assert message.startswith("**Cannot start:**") and expected in message, message
+    snap = lab.jobs.snapshot()
+    assert snap.current is None and not snap.pending
+    assert list_runs(tmp_path).empty
+
+
+def test_form_to_config_follows_the_method():
+    config = Form(**{**TINY, "method": "bitfit", "mode": "adapter", "targets": "query"}).to_config("runs")
+    assert (config.budget, config.mode, config.targets) == (None, "lora", None)  # no knob, no mode, no targets
+    preset = ["attention.self.query", "attention.self.value"]
+    form = Form(**TINY, targets="attention.self.query, attention.self.value", lr="3e-3", max_train=64)
+    config = form.to_config("runs", preset)
+    assert config.targets is None and config.lr == 3e-3 and config.max_train == 64  # the preset is recorded as such
+    assert Form(**TINY, targets="attention.self.query").to_config("runs", preset).targets == ["attention.self.query"]
+    assert log_every(64, 16, 1) == 1 and log_every(None, 32, 1) == 10 and log_every(100_000, 32, 3) == 10
+
+
+def test_config_round_trips_through_the_command_line():
+    config = TrainConfig(
+        **TINY, hyper={"block_size": 16}, targets=["query", "value"], lr=3e-3, epochs=2, max_train=64,
+        pretrained=False, cpu=True, name="x", runs_dir="somewhere", max_steps=7, weight_decay=0.1,
+    )  # fmt: skip
+    args = build_parser().parse_args(["train", *config_to_args(config)])
+    assert _train_config(args) == config
+    with pytest.raises(ValueError, match="pretrained"):
+        config_to_args(TrainConfig(pretrained=True))
+
+
+# -- the job manager, with real training processes ------------------------------------------------------
+
+
+def test_jobs_queue_stop_reattach_and_failures(tmp_path):
+    """A runs while B, C, D wait; a second manager (an app restart) re-attaches to B and stops it; C's loss
+    turns NaN; D names an unknown backbone. Each outcome lands with its reason; the adapter of B is saved."""
+    first = JobManager(tmp_path)
+    a = first.submit(TrainConfig(**SMALL))
+    b = first.submit(TrainConfig(**{**SMALL, "epochs": 200}))
+    c = first.submit(TrainConfig(**{**SMALL, "method": "full", "budget": None, "lr": 1e30}))
+    d = first.submit(TrainConfig(**{**SMALL, "backbone": "no-such-model"}))
+    snap = first.snapshot()
+    assert snap.current.id == a.id and snap.current.status == "starting"
+    assert [j.id for j in snap.pending] == [b.id, c.id, d.id]
+    assert json.loads(first.queue_file.read_text())["pending"][0]["id"] == b.id  # persisted for a restart
+
+    def polled(manager: JobManager):
+        manager.poll()
+        return manager.snapshot()
+
+    wait_for(lambda: (s := polled(first)).current and s.current.id == b.id and s.current.status == "running",
+             what="A to finish and B to run")  # fmt: skip
+    done_a = first.find(a.id)
+    assert done_a.status == "completed" and RunDir(done_a.run_dir).summary()["status"] == "completed"
+    assert Path(done_a.run_dir).name.endswith(a.id)
+
+    with pytest.raises(RuntimeError, match="already manages"):
+        JobManager(tmp_path)  # two apps on one runs folder would both start jobs
+    first.close()  # the app exits; B keeps training in its own session
+    second = JobManager(tmp_path)  # the app restarted: it knows B only from the queue file
+    snap = second.snapshot()
+    assert snap.current.id == b.id and [j.id for j in snap.pending] == [c.id, d.id]
+    second.poll()
+    assert second.snapshot().current.id == b.id  # still alive: re-attached, not restarted
+    wait_for(lambda: RunDir(snap.current.run_dir).metrics(), what="B's first step")
+    assert "Stop requested" in second.stop()
+    wait_for(lambda: (s := polled(second)).current is None and not s.pending, timeout=120, what="C and D")
+
+    done_b, done_c, done_d = (second.find(j.id) for j in (b, c, d))
+    assert done_b.status == "stopped" and done_b.reason == "stop requested"
+    adapter = Path(done_b.run_dir) / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "trainable.safetensors"} <= set(os.listdir(adapter))
+    assert not (Path(done_b.run_dir) / "STOP").exists()
+    assert done_c.status == "failed" and "loss became nan" in done_c.reason
+    assert done_d.status == "failed" and done_d.run_dir is None and "unknown backbone" in done_d.reason
+    table = list_runs(tmp_path)
+    assert sorted(table["status"]) == ["completed", "failed", "stopped"]
+
+
+def test_a_killed_job_is_marked_failed_and_the_next_one_starts(tmp_path):
+    jobs = JobManager(tmp_path)
+    victim = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
+    queued = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
+    run = wait_for(lambda: (jobs.poll(), jobs.snapshot().current.run_dir)[1], what="the run folder")
+    wait_for(lambda: RunDir(run).summary().get("status") == "running", what="training to start")
+    os.kill(jobs.snapshot().current.pid, signal.SIGKILL)  # what the kernel's OOM killer does
+    wait_for(lambda: (jobs.poll(), jobs.find(victim.id).status == "failed")[1], what="the kill to be noticed")
+    reason = jobs.find(victim.id).reason
+    assert "SIGKILL" in reason and "out of memory" in reason
+    assert RunDir(run).summary()["status"] == "failed" and RunDir(run).summary()["reason"] == reason
+    assert jobs.snapshot().current.id == queued.id  # the queue moved on
+    jobs.stop()
+    os.kill(jobs.snapshot().current.pid, signal.SIGTERM)  # no need to wait for it to reach its first step
+    wait_for(lambda: (jobs.poll(), jobs.snapshot().current is None)[1], what="the second job to end")
+    assert jobs.find(queued.id).status in ("cancelled", "stopped", "failed")  # SIGTERM may land before the loop
+
+
+def test_stop_and_cancel_without_jobs_are_messages(tmp_path):
+    jobs = JobManager(tmp_path)
+    assert jobs.stop() == "Nothing is running."
+    assert jobs.cancel_pending() == "The queue is empty."
+    assert jobs.stop("nope") == "That job is no longer queued or running."
+    assert not pid_alive(None) and pid_alive(os.getpid())
+    (tmp_path / "log.txt").write_text("loading\r10%\rTraceback (most recent call last):\n  x\nValueError: bad thing\n")
+    assert error_from_log(tmp_path / "log.txt") == "ValueError: bad thing"
+    jobs.close()
+    (tmp_path / ".surmlab-app" / "queue.json").write_text("{ not json")
+    assert JobManager(tmp_path).snapshot().current is None  # a damaged queue file is not fatal
+
+
+# -- polling and the run history ------------------------------------------------------------------------
+
+
+def fake_run(root: Path, name: str, status="completed", method="surm-circulant", best=0.7, adapter=True) -> Path:
+    run = RunDir(root / name)
+    run.path.mkdir(parents=True)
+    run.log({"step": 1, "epoch": 0.5, "loss": 0.7, "elapsed_s": 1.0})
+    run.log({"step": 2, "epoch": 1, "eval_accuracy": best})
+    if adapter:
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_config.json").write_text("{}")
+    run.update_summary(
+        status=status, reason=None if status == "completed" else "stop requested", metric="accuracy",
+        config={"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": method, "mode": "lora"},
+        trainable_params=642, total_params=2_054_018, best_metrics={"accuracy": best}, final_metrics={"accuracy": best},
+        wall_time_s=3.0, total_steps=2, step=2,
+    )  # fmt: skip
+    return run.path
+
+
+def test_tick_sends_only_what_changed(tmp_path):
+    lab = Lab(tmp_path)
+    fresh = lab.tick(None)
+    assert fresh.status is not None and "No run yet" in fresh.status
+    assert fresh.table is not None and fresh.table.empty and fresh.tradeoff is not None
+    idle = lab.tick(fresh.seen)
+    assert idle.changed == [] and idle.status is None and idle.table is None and idle.tradeoff is None
+
+    fake_run(tmp_path, "20250101-000000-a")
+    fake_run(tmp_path, "20250101-000001-b", method="lora", best=0.8)
+    landed = lab.tick(idle.seen)
+    assert set(landed.changed) == {"table", "tradeoff", "groups", "runs"}
+    assert list(landed.table["status"]) == ["completed", "completed"] and landed.table["trainable"][0] == "642"
+    points = [t for t in landed.tradeoff.data if t.mode == "markers"]
+    assert sorted(t.name for t in points) == ["lora", "surm-circulant"]
+    assert landed.tradeoff.layout.xaxis.type == "log"
+    frontier = [t for t in landed.tradeoff.data if t.mode == "lines"]
+    assert len(frontier) == 1 and list(frontier[0].y) == [0.8]  # lora dominates at the same count
+    assert lab.tick(landed.seen).changed == []
+
+
+def test_metrics_cache_reads_only_appended_lines(tmp_path):
+    cache = MetricsCache()
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')  # the second line is still being written
+    assert [r["step"] for r in cache.rows(tmp_path)] == [1]
+    with path.open("a") as f:
+        f.write('ss": 0.5}\n{"step": 2, "epoch": 1, "eval_accuracy": 0.75}\n')
+    rows = cache.rows(tmp_path)
+    assert [r.get("loss") for r in rows] == [1.0, 0.5, None]
+    p = progress({"status": "running", "total_steps": 8, "metric": "accuracy"}, rows)
+    assert (p.step, p.loss, p.metric_value, p.fraction) == (2, 0.5, 0.75, 0.25)
+    path.write_text('{"step": 9, "loss": 2.0}\n')  # replaced: read from the start again
+    assert [r["step"] for r in cache.rows(tmp_path)] == [9]
+
+
+def test_status_block_shows_progress_and_reasons(tmp_path):
+    lab = Lab(tmp_path)
+    run = fake_run(tmp_path, "20250101-000000-x", status="stopped")
+    record = JobRecord("id", TINY, "x", 0.0, status="failed", run_dir=str(run), reason="loss became nan at step 3")
+    html, _, _ = lab.live(record)
+    assert 'data-status="failed"' in html and "loss became nan at step 3" in html
+    stopped = status_html("stopped", "x", JobRecord("id", TINY, "x", 0.0, run_dir=str(run)), None)
+    assert "adapter saved" in stopped
+    assert "<script>" not in status_html("failed", "<script>", None, None)
+
+
+def test_download_delete_and_compare(tmp_path):
+    lab = Lab(tmp_path)
+    run = fake_run(tmp_path, "20250101-000000-a")
+    archive, message = lab.adapter_zip(run.name)
+    assert archive and zipfile.ZipFile(archive).namelist() == ["adapter_config.json"] and run.name in message
+    assert lab.adapter_zip("../etc") == (None, "Choose a run.")
+    assert "no saved adapter" in lab.adapter_zip(fake_run(tmp_path, "20250101-000001-b", adapter=False).name)[1]
+    figure = lab.compare([run.name, "not-a-run"])
+    assert {t.name for t in figure.data} == {run.name}
+    assert lab.delete("..") == "Choose a run to delete."
+    assert lab.delete(run.name) == f"Deleted {run.name}." and not run.exists()
+    assert list(display_table(list_runs(tmp_path))["status"]) == ["completed"]
+
+
+def test_the_page_builds_and_launch_defaults_are_safe(tmp_path):
+    from surmlab.app import DEFAULT_HOST, build_app
+
+    demo = build_app(tmp_path, watch=False)
+    assert demo.lab.runs_dir == tmp_path.resolve()
+    assert DEFAULT_HOST == "127.0.0.1" and _is_loopback("127.0.0.1") and not _is_loopback("0.0.0.0")
+    assert parse_auth("ann:secret") == [("ann", "secret")] and parse_auth(None) is None
+    (tmp_path / "users").write_text("ann:one\nbob:two\n")
+    assert parse_auth(str(tmp_path / "users")) == [("ann", "one"), ("bob", "two")]
+    with pytest.raises(ValueError):
+        parse_auth("no-password")

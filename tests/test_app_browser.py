@@ -1,0 +1,160 @@
+"""The lab in a real headless browser: Playwright drives Debian's chromium against ``python app.py``.
+
+Open the page, choose the offline defaults at their smallest, read the budget readout, start a run,
+watch it finish and land on the trade-off plot; start a longer one, reload the page (it re-attaches),
+stop it, and see it marked stopped with its adapter saved. Screenshots go to artifacts/screenshots/.
+
+This test fails, rather than skips, without chromium or playwright: the project's setup installs
+both (``apt-get install -y chromium``, ``pip install playwright``; never ``playwright install``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = Path(os.environ.get("SURMLAB_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SMALL = {"Max train examples": "64", "Max eval examples": "32", "Max length (tokens)": "32", "Batch size": "16"}
+TIMEOUT_MS = 120_000
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """``python app.py`` on a free port of 127.0.0.1 over an empty runs folder."""
+    root = tmp_path_factory.mktemp("app")
+    runs, port = root / "runs", free_port()
+    log = (root / "app.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--port", str(port), "--runs-dir", str(runs)],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the app did not come up on {url}:\n{(root / 'app.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield url, runs
+    proc.terminate()
+    proc.wait(timeout=20)
+    log.close()
+    # Training runs in sessions of its own (it outlives an app restart): end what the test left running.
+    queue = runs / ".surmlab-app" / "queue.json"
+    current = json.loads(queue.read_text()).get("current") if queue.exists() else None
+    if current and current.get("pid"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(current["pid"], signal.SIGKILL)
+
+
+def browser_tools():
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: pip install playwright (its browser download is not needed)")
+    return sync_playwright, expect
+
+
+def test_train_watch_tradeoff_stop_in_a_browser(app):
+    sync_playwright, expect = browser_tools()
+    url, runs = app
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        try:
+            page.goto(url)
+            # the offline defaults, at their smallest
+            expect(page.get_by_text("trainable parameters").first).to_be_visible()
+            for label, value in (("Backbone", "tiny-bert"), ("Task", "rotten-tomatoes"), ("Budget", "1k")):
+                box = page.get_by_label(label, exact=True)
+                box.click()
+                box.fill(value)
+                box.press("Enter")
+            page.get_by_text("Advanced").click()
+            for label, value in SMALL.items():
+                page.get_by_label(label, exact=True).fill(value)
+
+            # the readout: exact count, share of the model, per-layer hyper-parameters, before training
+            expect(page.get_by_text("642 trainable parameters")).to_be_visible()
+            readout = page.locator(".surm-readout").first.inner_text()
+            assert "0.031%" in readout and "block_size=32" in readout
+            expect(page.locator("#readout-layers")).to_contain_text("model.encoder.layer.0.attention.self.query")
+            page.screenshot(path=SHOTS / "01-readout.png", full_page=True)
+
+            # a small run: progress, then the point on the trade-off plot
+            page.get_by_role("button", name="Start", exact=True).click()
+            expect(page.get_by_text(re.compile(r"^Started surm-circulant on tiny-bert"))).to_be_visible()
+            status = page.locator(".surm-status")
+            expect(status).to_have_attribute("data-status", re.compile("starting|running|completed"))
+            expect(status).to_have_attribute("data-status", "completed")
+            expect(status).to_contain_text("step 4 / 4")
+            expect(page.locator("#tradeoff .scatterlayer .point")).to_have_count(1)
+            expect(page.locator("#history")).to_contain_text("completed")
+            page.screenshot(path=SHOTS / "02-completed.png", full_page=True)
+
+            # a longer run: it re-attaches after a reload, then stops gracefully with its adapter saved
+            page.get_by_label("Epochs", exact=True).fill("200")
+            page.get_by_role("button", name="Start", exact=True).click()
+            expect(status).to_have_attribute("data-status", "running")
+            expect(status).to_contain_text(re.compile(r"step [1-9]\d* / 800"))
+            page.reload()
+            status = page.locator(".surm-status")
+            expect(status).to_have_attribute("data-status", "running")
+            expect(page.get_by_label("Backbone", exact=True)).to_have_value("tiny-bert")  # the last setup is back
+            page.screenshot(path=SHOTS / "03-running-after-reload.png", full_page=True)
+            page.get_by_role("button", name="Stop", exact=True).click()
+            expect(status).to_have_attribute("data-status", "stopped")
+            expect(status).to_contain_text("adapter saved")
+            expect(status).to_contain_text("reason: stop requested")
+            history = page.locator("#history")
+            expect(history).to_contain_text("stopped")
+            history.get_by_text("stopped", exact=True).click()  # pick the run: its adapter is ready to download
+            expect(
+                page.get_by_text(re.compile(r"Adapter of .*: adapter_config.json, adapter_model.safetensors"))
+            ).to_be_visible()
+            expect(page.get_by_role("button", name="Download adapter")).to_be_enabled()
+            page.screenshot(path=SHOTS / "04-stopped.png", full_page=True)
+        except Exception:
+            page.screenshot(path=SHOTS / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+    stopped = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
+    assert sorted(s["status"] for s in stopped) == ["completed", "stopped"]
+    assert all((p.parent / "adapter" / "adapter_model.safetensors").exists() for p in runs.glob("*/summary.json"))
