@@ -18,9 +18,19 @@ from .structures import make
 
 ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "identity": lambda t: t}
 
-# Relative cost of one FFT-product flop against one dense-matmul flop. On the CPU both run at
-# similar rates; on a GPU a matmul runs far closer to peak than FFTs do (see benchmarks/).
-FFT_FLOP_COST = {"cpu": 2.0, "cuda": 20.0}
+# The ``auto`` product choice (``SurmLinear.use_dense``) compares two costs in dense-matmul flops:
+#   activation space: "flop" x the families' ``activation_flops`` (x 3 when training: the forward and the
+#     backward's two products). The FFT products are memory-bound, hence worth many matmul flops each;
+#   weight space: a fixed cost per weight entry ("setup_*": materialise S, fold it into W, and when training
+#     back-propagate through ``dense()``) plus one matmul's worth per extra dense product, e.g. the weight
+#     gradient dy^T x (2 x tokens x out x in) that a frozen W never needs.
+# The CPU values are fitted by ``python -m benchmarks.calibrate`` (benchmarks/README.md: the fit picks the
+# faster path in most cases and loses ~1-3% of the time against always picking right); the CUDA values are
+# estimates (a matmul runs far closer to peak than FFTs do there), not measured: no GPU was available.
+FFT_FLOP_COST: dict[str, dict[str, float]] = {
+    "cpu": {"flop": 32.0, "setup_train": 4096.0, "setup_infer": 1024.0},
+    "cuda": {"flop": 20.0, "setup_train": 64.0, "setup_infer": 16.0},
+}
 
 
 class SurmLinear(nn.Module):
@@ -93,18 +103,20 @@ class SurmLinear(nn.Module):
         return self.alpha * self._rows(parts, ref).T
 
     def use_dense(self, x: torch.Tensor) -> bool:
-        """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (one matmul)."""
+        """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (see ``FFT_FLOP_COST``)."""
         if self.path != "auto":
             return self.path == "dense"
+        cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
         tokens = x.numel() // x.shape[-1]
-        fft_cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
-        structured = sum(u.activation_flops(tokens) for u in self.updates.values()) * fft_cost
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.updates.parameters())
+        passes = 3.0 if training else 1.0  # the forward product, and the backward's two
+        structured = passes * cost["flop"] * sum(u.activation_flops(tokens) for u in self.updates.values())
         size = self.out_features * self.in_features
-        if self.mode == "lora" and torch.is_grad_enabled():
-            # Folding S into W costs the weight gradient dy^T x that a frozen W never needs.
-            return 2.0 * tokens * size + 4.0 * size < 3.0 * structured
-        extra = 2.0 * tokens * size if self.mode == "adapter" else 0.0
-        return extra + 4.0 * size < structured
+        # Weight space: in adapter mode F.linear(h, S) is a full matmul in every pass; in LoRA mode folding S
+        # into W adds one when training, the weight gradient dy^T x that a frozen W never needs.
+        matmuls = passes if self.mode == "adapter" else float(training)
+        setup = cost["setup_train"] if training else cost["setup_infer"]
+        return matmuls * 2.0 * tokens * size + setup * size < structured
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
@@ -120,7 +132,7 @@ class SurmLinear(nn.Module):
             return F.linear(x, weight, base.bias)
         y = base(x)
         delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
-        return y + (self.alpha * delta).to(y.dtype)
+        return torch.add(y, delta.to(y.dtype), alpha=self.alpha)  # no extra output-sized temporary
 
     # -- merging -------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -120,9 +120,18 @@ def fp32_island(x: torch.Tensor) -> Iterator[None]:
         yield
 
 
-def split_blocks(x: torch.Tensor, blocks: int, size: int) -> torch.Tensor:
-    """``(..., blocks * size) -> (..., blocks, size)``."""
-    return x.reshape(*x.shape[:-1], blocks, size)
+def matmul_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in: autocast's when it is on for ``x``'s device (float64 excepted,
+    as autocast leaves it), else ``x``'s own."""
+    device = x.device.type
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+def fft_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The real dtype FFT work runs in: float64 if any operand is, else float32 (never half)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def blocks_to_matrix(blocks: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """Kronecker family: ``S = A (x) B`` with ``A`` of shape ``(m1, n1)`` and ``B`` of ``(out/m1, in/n1)``.
 
 The product never forms ``S``: with ``x`` viewed as an ``n1 x n2`` matrix ``X`` (row-major),
-``(A (x) B) vec(X) = vec(A X B^T)``, two small matmuls.
+``(A (x) B) vec(X) = vec(A X B^T)``, two small matmuls. A custom backward recomputes ``X B^T`` rather
+than saving it, so the layer keeps no more activations than LoRA does (``x`` only).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Shape, Structure, divisors
+from .base import Shape, Structure, divisors, matmul_dtype
 
 
 def _cost(in_features: int, out_features: int, m1: int, n1: int) -> int:
@@ -85,10 +86,10 @@ class Kronecker(Structure):
         return {"factors": list(self.factors)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n1, n2 = self.a.shape[1], self.b.shape[1]
-        xm = x.reshape(*x.shape[:-1], n1, n2)
-        y = torch.matmul(self.a.to(x.dtype), xm @ self.b.to(x.dtype).T)  # A X B^T
-        return y.reshape(*x.shape[:-1], self.out_features)
+        # One dtype inside the custom function (autocast's, if on): its backward runs outside autocast.
+        dtype = matmul_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return KroneckerProduct.apply(x.to(dtype), self.a.to(dtype), self.b.to(dtype))
 
     def dense(self) -> torch.Tensor:
         return torch.einsum("ij,kl->ikjl", self.a, self.b).reshape(self.out_features, self.in_features)
@@ -96,3 +97,33 @@ class Kronecker(Structure):
     def activation_flops(self, tokens: int) -> float:
         (m1, n1), (m2, n2) = self.a.shape, self.b.shape
         return 2.0 * tokens * (n1 * n2 * m2 + m1 * n1 * m2)
+
+
+class KroneckerProduct(torch.autograd.Function):
+    """``x @ (A (x) B).T`` by the vec trick; the backward recomputes ``X B^T`` instead of saving it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        (m1, n1), (m2, n2) = a.shape, b.shape
+        t = x.reshape(-1, n1, n2) @ b.T  # (M, n1, m2)
+        # bmm with a stride-0 batch: matmul's broadcasting would copy t twice (peak memory).
+        y = torch.bmm(a.expand(t.shape[0], m1, n1), t)  # (M, m1, m2)
+        ctx.save_for_backward(x, a, b)
+        return y.reshape(*x.shape[:-1], m1 * m2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, a, b = ctx.saved_tensors
+        (m1, n1), (m2, n2) = a.shape, b.shape
+        g = grad.reshape(-1, m1, m2)
+        xm = x.reshape(-1, n2)
+        dx = da = db = None
+        # Gradient of A first: its temporaries are freed before the gradient of X B^T is formed.
+        if ctx.needs_input_grad[1]:
+            da = torch.bmm(g, (xm @ b.T).view(-1, n1, m2).transpose(1, 2)).sum(dim=0)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[2]:
+            dt = torch.bmm(a.T.expand(g.shape[0], n1, m1), g).view(-1, m2)  # gradient of X B^T, (M * n1, m2)
+            db = dt.T @ xm if ctx.needs_input_grad[2] else None
+            dx = (dt @ b).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        return dx, da, db
