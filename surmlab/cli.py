@@ -173,7 +173,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.run import main as bench_main  # the suite lives beside the package
+    from .bench import main as bench_main
 
     return bench_main(args.rest)
 
