@@ -28,7 +28,9 @@ def family(name: str) -> type[Structure]:
 
 def make(name: str, in_features: int, out_features: int, **hyper: Any) -> Structure:
     """A zero-initialised structured matrix of shape ``(out_features, in_features)``."""
-    return family(name)(in_features, out_features, **hyper)
+    cls = family(name)
+    cls.resolve_hyper(in_features, out_features, **hyper)  # a clear ValueError for foreign or bad hyper
+    return cls(in_features, out_features, **hyper)
 
 
 __all__ = [
