@@ -33,6 +33,17 @@ FIGURES: dict[str, list[str]] = {
         "table",
     ],
     "tradeoff": ['plots.tradeoff(table, group=["backbone", "task"])', "table"],
+    "weight_analysis": [
+        'plots.bars(table, "layer", "one_minus_cos", "method", title="1 - cos(W_ft, W_0) per adapted layer")',
+        'plots.bars(table, "method", "cka_vs_full", "method", title="Linear CKA with the fully fine-tuned model")',
+        "experiment.paper_table(table)",
+    ],
+    "speed": [
+        'plots.bars(table, "method", "step_vs_lora", "method", title="Training-step time / LoRA (same rounds)")',
+        'plots.bars(table, "method", "step_peak_mb", "method", title="Training-step peak memory (MiB)")',
+        'plots.bars(table, "method", "infer_merged_ms", "method", title="Merged inference latency (ms)")',
+        "table",
+    ],
 }
 DEFAULT_FIGURES = ['plots.bars(table, "method", "best", "method", facet="task") if "best" in table else None', "table"]
 

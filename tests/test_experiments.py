@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from surmlab.experiments import approximation, common, names, pinwheel, tour
+from surmlab.experiments import approximation, common, names, pinwheel, speed, tour, weight_analysis
 from surmlab.plots import pareto_front
 
 
@@ -16,7 +16,8 @@ def rng():
 
 
 def test_registry_finds_every_experiment():
-    assert {"approximation", "tour", "pinwheel", "tradeoff", "glue_adapters"} <= set(names())
+    expected = {"approximation", "tour", "pinwheel", "tradeoff", "glue_adapters", "weight_analysis", "speed"}
+    assert expected <= set(names())
     assert "common" not in names()
 
 
@@ -105,6 +106,17 @@ def test_resolve_rejects_unknown_parameters_and_profiles():
         (tour, {"task": "imagenet"}, "unknown task 'imagenet'"),
         (tour, {"backbone": "resnet-9000"}, "unknown backbone"),
         (tour, {"budget": "10M"}, "infeasible"),
+        (weight_analysis, {"methods": "full"}, "not full"),
+        (weight_analysis, {"methods": "surm-fourier"}, "unknown method 'surm-fourier'"),
+        (weight_analysis, {"pooling": "max"}, "unknown pooling 'max'"),
+        (weight_analysis, {"task": "imagenet"}, "unknown task 'imagenet'"),
+        (weight_analysis, {"budget": "10M"}, "infeasible"),
+        (speed, {"methods": "surm-circulant"}, "list lora"),
+        (speed, {"methods": "adapter,lora"}, "not adapter"),
+        (speed, {"reps": 0}, "reps must be a positive number"),
+        (speed, {"device": "tpu"}, "unknown device 'tpu'"),
+        (speed, {"backbone": "resnet-9000"}, "unknown backbone"),
+        (speed, {"budget": "10M"}, "infeasible"),
     ],
 )
 def test_bad_parameters_stop_before_any_work(tmp_path, module, params, message):
@@ -120,3 +132,49 @@ def test_results_record_command_parameters_and_environment(tmp_path):
     assert record["environment"]["packages"]["torch"]
     assert len(record["rows"]) == len(table) == 1
     assert (tmp_path / "pinwheel.csv").is_file() and (tmp_path / "pinwheel_curves.csv").is_file()
+
+
+# -- weight_analysis: cosine distance and linear CKA against independent properties ---------------------
+
+
+def test_cosine_distance_on_known_matrices():
+    w = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert weight_analysis.cosine_distance(w, w) == pytest.approx(0.0, abs=1e-12)
+    assert weight_analysis.cosine_distance(w, 3.0 * w) == pytest.approx(0.0, abs=1e-12)  # scale-free
+    assert weight_analysis.cosine_distance(w, -w) == pytest.approx(2.0)
+    assert weight_analysis.cosine_distance(w, np.array([[0.0, 1.0], [1.0, 0.0]])) == pytest.approx(1.0)  # orthogonal
+    # flattened angle of 60 degrees: <a, b> = 1, |a| = |b| = sqrt(2)
+    assert weight_analysis.cosine_distance(np.array([[1.0, 1.0]]), np.array([[1.0, 0.0]])) == pytest.approx(
+        1 - 1 / np.sqrt(2)
+    )
+    with pytest.raises(ValueError, match="zero weight"):
+        weight_analysis.cosine_distance(np.zeros((2, 2)), w)
+
+
+def _cka_by_hsic(x, y):
+    """Independent formula: HSIC with linear kernels and the centring matrix H (Gretton et al.)."""
+    n = x.shape[0]
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, m = h @ x @ x.T @ h, h @ y @ y.T @ h
+    return (k * m).sum() / np.sqrt((k * k).sum() * (m * m).sum())
+
+
+def test_linear_cka_properties(rng):
+    x = rng.standard_normal((200, 16))
+    assert weight_analysis.linear_cka(x, x) == pytest.approx(1.0)
+    q, _ = np.linalg.qr(rng.standard_normal((16, 16)))
+    assert weight_analysis.linear_cka(x, x @ q) == pytest.approx(1.0)  # orthogonal transform
+    assert weight_analysis.linear_cka(x, 7.5 * x + 3.0) == pytest.approx(1.0)  # isotropic scaling and a shift
+    y = rng.standard_normal((200, 8))
+    assert weight_analysis.linear_cka(x, y) < 0.15  # independent random features
+    assert weight_analysis.linear_cka(x, y) == pytest.approx(weight_analysis.linear_cka(y, x))
+    mixed = x[:, :8] + 0.5 * y
+    assert weight_analysis.linear_cka(x, mixed) == pytest.approx(_cka_by_hsic(x, mixed))
+    assert 0.15 < weight_analysis.linear_cka(x, mixed) < 1.0
+    # not invariant to a non-isotropic scaling of the features
+    assert weight_analysis.linear_cka(x, x * np.linspace(0.1, 10, 16)) < 0.99
+
+
+def test_linear_cka_rejects_mismatched_examples(rng):
+    with pytest.raises(ValueError, match="same n examples"):
+        weight_analysis.linear_cka(rng.standard_normal((10, 3)), rng.standard_normal((11, 3)))

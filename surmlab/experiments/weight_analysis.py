@@ -1,0 +1,199 @@
+"""Paper Table 8: how far fine-tuning moves the weights, and how alike the fine-tuned models represent
+the data. One backbone and task are fine-tuned with ``full`` (the reference) and with each method in
+``methods`` (SURM families and LoRA, all at ``budget``).
+
+Per adapted layer (the preset's targets, e.g. query and value of every attention block):
+``one_minus_cos`` is ``1 - cos(W_ft, W_0)`` between the fine-tuned weight and the pretrained one,
+flattened; for SURM and LoRA ``W_ft`` is the merged ``W_0 + delta`` (``surmlab.merge`` / PEFT's
+``merge_and_unload``), for ``full`` the trained weight. ``rel_change`` is ``||W_ft - W_0|| / ||W_0||``.
+``cka_vs_full`` is linear CKA between the pooled encoder representations (masked mean, or the
+[CLS] token with ``pooling="cls"``) of the eval set under the fully fine-tuned model and under the
+row's model (1 for ``full`` itself); ``cka_vs_pretrained`` compares each model with the untrained one.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import common
+
+NAME = "weight_analysis"
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"backbone": "tiny-bert", "task": "rotten-tomatoes", "methods": ["surm-circulant", "lora"],
+              "budget": "4096", "seed": 0, "pooling": "mean", "max_steps": 3, "max_train": 64, "max_eval": 64,
+              "epochs": 1, "batch_size": 16, "data_dir": None},
+    "cpu": {"backbone": "minilm-l6", "task": "rotten-tomatoes", "methods": ["surm-circulant", "surm-toeplitz", "lora"],
+            "budget": "50k", "seed": 0, "pooling": "mean", "max_steps": 150, "max_train": 4800, "max_eval": 1000,
+            "epochs": 1, "batch_size": 32, "data_dir": None},
+    "paper": {"backbone": "minilm-l6", "task": "rotten-tomatoes",
+              "methods": ["surm-circulant", "surm-toeplitz", "surm-kronecker", "surm-ldr", "lora"],
+              "budget": "50k", "seed": 0, "pooling": "mean", "max_steps": None, "max_train": None, "max_eval": None,
+              "epochs": 3, "batch_size": 32, "data_dir": None},
+}  # fmt: skip
+POOLINGS = ("mean", "cls")
+
+
+# -- measures ----------------------------------------------------------------------------------------
+
+
+def cosine_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """``1 - cos`` of the angle between two weights, flattened (0: same direction)."""
+    x = torch.as_tensor(a, dtype=torch.float64).flatten()
+    y = torch.as_tensor(b, dtype=torch.float64).flatten()
+    denom = x.norm() * y.norm()
+    if denom == 0:
+        raise ValueError("cosine similarity is undefined for a zero weight")
+    return float(1.0 - (x @ y) / denom)
+
+
+def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
+    """Linear centred kernel alignment of two representations of the same ``n`` examples
+    (``(n, d1)`` and ``(n, d2)``): ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)`` with column-centred
+    ``Xc, Yc`` (Kornblith et al., 2019). In [0, 1]; invariant to orthogonal maps and isotropic scaling."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        shapes = f"{tuple(x.shape)} and {tuple(y.shape)}"
+        raise ValueError(f"CKA needs (n, d) matrices over the same n examples, got {shapes}")
+    x = x - x.mean(0, keepdim=True)
+    y = y - y.mean(0, keepdim=True)
+    denom = torch.linalg.matrix_norm(x.T @ x) * torch.linalg.matrix_norm(y.T @ y)
+    if denom == 0:
+        raise ValueError("CKA is undefined for a constant representation")
+    return float(torch.linalg.matrix_norm(y.T @ x) ** 2 / denom)
+
+
+# -- models --------------------------------------------------------------------------------------------
+
+
+def validate(p: dict[str, Any]) -> None:
+    p["methods"] = common.as_list(p["methods"])
+    common.check_backbone(p["backbone"])
+    common.check_tasks([p["task"]])
+    common.check_methods(p["methods"])
+    bad = [m for m in p["methods"] if not (m.startswith("surm-") or m == "lora")]
+    if bad:
+        raise ValueError(f"weight_analysis compares surm-* and lora against full fine-tuning; not {', '.join(bad)}")
+    if not p["methods"]:
+        raise ValueError("list at least one surm-* or lora method to compare with full fine-tuning")
+    common.check_choice("pooling", [p["pooling"]], POOLINGS)
+    common.check_positive(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]))
+    from ..models import load_backbone
+
+    if load_backbone(p["backbone"], 2, pretrained=False).modality != "text":
+        raise ValueError(f"weight_analysis compares text encoders; {p['backbone']!r} is an image backbone")
+    common.check_budgets(p["backbone"], 2, p["methods"], p["budget"])
+
+
+def merged_model(prepared: Any) -> torch.nn.Module:
+    """The trained model as plain layers: SURM and LoRA updates folded into the base weights."""
+    from ..tuner import surm_layers, unload
+
+    model = prepared.model
+    if surm_layers(model):
+        return unload(model, merge=True)
+    if hasattr(model, "merge_and_unload"):  # PEFT
+        return model.merge_and_unload()
+    return model
+
+
+@torch.no_grad()
+def representations(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], pooling: str) -> torch.Tensor:
+    """Pooled last hidden states of the encoder (``model.model`` of a ``TextClassifier``: a bare
+    encoder, or a transformers ``*ForSequenceClassification`` whose hidden states are asked for)."""
+    from ..models import mean_pool
+
+    model.eval()
+    encoder = model.model
+    out = []
+    for batch in batches:
+        result = encoder(**batch, output_hidden_states=True)
+        hidden = result.hidden_states[-1]
+        out.append(hidden[:, 0] if pooling == "cls" else mean_pool(hidden, batch["attention_mask"]))
+    return torch.cat(out).double()
+
+
+def eval_batches(p: dict[str, Any], backbone: Any, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    from ..data import load_task, make_collate
+
+    task = load_task(p["task"], p["data_dir"], seed=int(p["seed"]), max_train=p["max_train"], max_eval=p["max_eval"])
+    collate = make_collate(task, backbone)
+    rows = list(task.eval)
+    batches = []
+    for i in range(0, len(rows), batch_size):
+        batch = collate(rows[i : i + batch_size])
+        batch.pop("labels")
+        batches.append(batch)
+    return batches
+
+
+def target_names(model: torch.nn.Module) -> list[str]:
+    """The layers SURM and LoRA adapt by default (the model family's preset, LoRA mode)."""
+    from ..methods import _preset_targets
+
+    return [name for name, _ in _preset_targets(model, "lora", None)]
+
+
+def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
+    started = time.time()
+    p = common.resolve(PROFILES, profile, params)
+    validate(p)
+    out = common.output_dir(out_dir, NAME)
+    from ..models import load_backbone
+    from ..predict import load_run
+
+    trained = {}
+    for method in ["full", *p["methods"]]:
+        trained[method] = common.train_row(
+            backbone=p["backbone"], task=p["task"], method=method, seed=int(p["seed"]),
+            budget=None if method == "full" else p["budget"], max_steps=p["max_steps"], max_train=p["max_train"],
+            max_eval=p["max_eval"], epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
+            data_dir=p["data_dir"], runs_dir=str(out / "runs"),
+        )  # fmt: skip
+    # The pretrained reference, built as training built it (seeded: random-init backbones match too).
+    common.seed_everything(int(p["seed"]))
+    pretrained = load_backbone(p["backbone"], 2)
+    names = target_names(pretrained.model)
+    batches = eval_batches(p, pretrained)
+    reference = {n: pretrained.model.get_submodule(n).weight.detach().clone() for n in names}
+    feats = {"pretrained": representations(pretrained.model, batches, p["pooling"])}
+    weights = {}
+    for method, row in trained.items():
+        common.seed_everything(int(p["seed"]))  # load_run rebuilds the frozen backbone: same init as training
+        _, prepared, _ = load_run(row["run_dir"])
+        model = merged_model(prepared)
+        weights[method] = {n: model.get_submodule(n).weight.detach() for n in names}
+        feats[method] = representations(model, batches, p["pooling"])
+    rows = []
+    for method, row in trained.items():
+        cka_full = linear_cka(feats["full"], feats[method])
+        cka_pre = linear_cka(feats["pretrained"], feats[method])
+        for name in names:
+            w, w0 = weights[method][name], reference[name]
+            rows.append({
+                "backbone": p["backbone"], "task": p["task"], "method": method, "layer": name,
+                "one_minus_cos": cosine_distance(w, w0),
+                "rel_change": float((w.double() - w0.double()).norm() / w0.double().norm()),
+                "cka_vs_full": cka_full, "cka_vs_pretrained": cka_pre,
+                "method_params": row["method_params"], "trainable_params": row["trainable_params"],
+                "metric": row["metric"], "final": row["final"], "run_dir": row["run_dir"],
+            })  # fmt: skip
+    table = pd.DataFrame(rows)
+    common.write_results(table, out, NAME, profile, p, started)
+    return table
+
+
+def paper_table(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per method: mean (and max) ``1 - cos`` over adapted layers, the CKAs and the score."""
+    agg = table.groupby("method").agg(
+        one_minus_cos_mean=("one_minus_cos", "mean"), one_minus_cos_max=("one_minus_cos", "max"),
+        rel_change_mean=("rel_change", "mean"), cka_vs_full=("cka_vs_full", "first"),
+        cka_vs_pretrained=("cka_vs_pretrained", "first"), method_params=("method_params", "first"),
+        final=("final", "first"),
+    )  # fmt: skip
+    return agg.sort_values("one_minus_cos_mean")
