@@ -21,3 +21,13 @@ settings.load_profile("surmlab")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def offline_cache(tmp_path_factory):
+    """No hub access (tests must not wait for network retries) and a fresh surmlab cache, so the
+    ViT-S/14 conversion and dataset caches are exercised from scratch once per test module."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("SURMLAB_CACHE", str(tmp_path_factory.mktemp("surmlab-cache")))
+        yield

@@ -18,12 +18,7 @@ from surmlab.models import load_backbone
 GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _offline_cache(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("SURMLAB_CACHE", str(tmp_path_factory.mktemp("surmlab-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
 @pytest.fixture(scope="module")

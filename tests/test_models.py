@@ -11,14 +11,7 @@ from PIL import Image
 from surmlab import SurmConfig, inject, models, trainable_parameters
 from surmlab.models import ImageClassifier, TextClassifier, list_backbones, load_backbone
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _offline_cache(tmp_path_factory):
-    """No hub access (the tests must not wait for network retries) and a fresh cache for the converted ViT."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("SURMLAB_CACHE", str(tmp_path_factory.mktemp("surmlab-cache")))
-        yield
+pytestmark = pytest.mark.usefixtures("offline_cache")
 
 
 @pytest.fixture(scope="module")
