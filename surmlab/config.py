@@ -17,6 +17,15 @@ QKV = ("q", "k", "v")
 ACTIVATIONS = ("gelu", "silu", "tanh", "identity")
 
 
+def from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them and the known ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass
 class SurmConfig:
     """How to inject structured updates into a model.
@@ -71,11 +80,7 @@ class SurmConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SurmConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SurmConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, "SurmConfig fields")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -16,7 +16,7 @@ import random
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .config import from_dict
 from .data import Task, compute_metrics, load_task, make_collate
 from .methods import HEAD_LR, Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
@@ -90,11 +91,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training options {unknown}")
-        return cls(**data)
+        return from_dict(cls, data, "training options")
 
     def run_name(self) -> str:
         return self.name or f"{self.method}-{self.backbone}-{self.task}".replace("/", "-")

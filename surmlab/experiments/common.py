@@ -164,3 +164,12 @@ def train_row(**config: Any) -> dict[str, Any]:
         "wall_time_s": summary.get("wall_time_s"),
         "run_dir": summary.get("run_dir"),
     }
+
+
+def check_grid(p: dict[str, Any]) -> None:
+    """Normalise and check the backbone x tasks x methods x seeds parameters of a training grid."""
+    p["tasks"], p["methods"] = as_list(p["tasks"]), as_list(p["methods"])
+    p["seeds"] = [int(s) for s in as_list(p["seeds"])]
+    check_backbone(p["backbone"])
+    check_tasks(p["tasks"])
+    check_methods(p["methods"])

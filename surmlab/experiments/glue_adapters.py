@@ -34,11 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 
 
 def validate(p: dict[str, Any]) -> None:
-    p["tasks"], p["methods"] = common.as_list(p["tasks"]), common.as_list(p["methods"])
-    p["seeds"] = [int(s) for s in common.as_list(p["seeds"])]
-    common.check_backbone(p["backbone"])
-    common.check_tasks(p["tasks"])
-    common.check_methods(p["methods"])
+    common.check_grid(p)
     allowed = {"adapter", "lora"}
     bad = [m for m in p["methods"] if not (m.startswith("surm-") or m in allowed)]
     if bad:
