@@ -153,7 +153,7 @@ def train_row(**config: Any) -> dict[str, Any]:
         "backbone": cfg.backbone,
         "task": cfg.task,
         "method": cfg.method,
-        "mode": cfg.mode,
+        "mode": cfg.mode if cfg.method.startswith("surm-") else "",  # mode is a SURM setting
         "seed": cfg.seed,
         "hyper": str(summary.get("hyper", "")),
         "method_params": summary.get("method_params"),
