@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, Any]] = {
               "budget": "4096", "seeds": [0], "max_steps": 2, "max_train": 64, "max_eval": 64, "image_size": None,
               "batch_size": 16, "epochs": 1, "shots_per_class": None, "train_fraction": None},
     "cpu": {"backbone": "vit-s14", "tasks": ["fashion-mnist", "mnist"],
-            "methods": [*SURM, "lora", "adapter", "bitfit", "linear-probe", "full"], "budget": "20k", "seeds": [0],
+            "methods": [*SURM, "lora", "adapter", "bitfit", "linear-probe", "full"], "budget": "55k", "seeds": [0],
             "max_steps": 150, "max_train": 4800, "max_eval": 1000, "image_size": 56, "batch_size": 32, "epochs": 1,
             "shots_per_class": None, "train_fraction": None},
     "paper": {"backbone": "timm:vit_base_patch16_224.augreg_in21k",
