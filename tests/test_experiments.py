@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from surmlab.experiments import approximation, common, names, pinwheel, speed, tour, weight_analysis
+from surmlab.experiments import (
+    approximation,
+    common,
+    get,
+    low_resource,
+    names,
+    pinwheel,
+    speed,
+    tour,
+    tradeoff,
+    weight_analysis,
+)
 from surmlab.plots import pareto_front
 
 
@@ -19,6 +30,15 @@ def test_registry_finds_every_experiment():
     expected = {"approximation", "tour", "pinwheel", "tradeoff", "glue_adapters", "weight_analysis", "speed"}
     assert expected <= set(names())
     assert "common" not in names()
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+@pytest.mark.parametrize("name", names())
+def test_shipped_profiles_pass_their_own_validation(offline_cache, name, profile):
+    """A profile that fails its own checks (say, a budget too small for one of its methods) would only
+    show when someone runs it; the paper profiles need hub backbones and are not checked here."""
+    module = get(name)
+    module.validate(common.resolve(module.PROFILES, profile, {}))
 
 
 @pytest.mark.parametrize("n, b", [(8, 8), (12, 4), (16, 8)])
@@ -111,6 +131,11 @@ def test_resolve_rejects_unknown_parameters_and_profiles():
         (weight_analysis, {"pooling": "max"}, "unknown pooling 'max'"),
         (weight_analysis, {"task": "imagenet"}, "unknown task 'imagenet'"),
         (weight_analysis, {"budget": "10M"}, "infeasible"),
+        (low_resource, {"shots": "0,5"}, "shots must be >= 1"),
+        (low_resource, {"shots": "", "fractions": ""}, "at least one value"),
+        (low_resource, {"tasks": "rotten-tomatoes"}, "not an image task"),
+        (tradeoff, {"budgets": "10M"}, "infeasible"),
+        (tradeoff, {"sweep": "surm-fourier"}, "unknown method 'surm-fourier'"),
         (speed, {"methods": "surm-circulant"}, "list lora"),
         (speed, {"methods": "adapter,lora"}, "not adapter"),
         (speed, {"reps": 0}, "reps must be a positive number"),

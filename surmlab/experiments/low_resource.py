@@ -27,22 +27,30 @@ PROFILES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
-    p = common.resolve(PROFILES, profile, params)
+def settings(p: dict[str, Any]) -> list[dict[str, Any]]:
+    """One training-set setting per shot count, then one per fraction."""
+    shots = [{"shots_per_class": s, "train_fraction": None} for s in p["shots"]]
+    return shots + [{"shots_per_class": None, "train_fraction": f} for f in p["fractions"]]
+
+
+def validate(p: dict[str, Any]) -> None:
     p["shots"] = [int(s) for s in common.as_list(p["shots"])]
     p["fractions"] = [float(f) for f in common.as_list(p["fractions"])]
     if not p["shots"] and not p["fractions"]:
         raise ValueError("give at least one value in shots or fractions")
     if any(s < 1 for s in p["shots"]) or any(not 0 < f <= 1 for f in p["fractions"]):
         raise ValueError("shots must be >= 1 and fractions in (0, 1]")
-    settings = [{"shots_per_class": s, "train_fraction": None} for s in p["shots"]]
-    settings += [{"shots_per_class": None, "train_fraction": f} for f in p["fractions"]]
-    base = {**p, "max_train": None, **settings[0]}
-    validate_grid(base)
+    validate_grid(p)
+
+
+def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
+    started = time.time()
+    p = common.resolve(PROFILES, profile, params)
+    validate(p)
+    base = {**p, "max_train": None}
     out = common.output_dir(out_dir, NAME)
     rows = []
-    for setting in settings:
+    for setting in settings(p):
         rows += grid({**base, **setting}, out)
     table = pd.DataFrame(rows)
     common.write_results(table, out, NAME, profile, p, started)

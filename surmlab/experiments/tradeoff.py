@@ -17,7 +17,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"runs_dir": None, "sweep": ["surm-circulant", "lora"], "budgets": ["1024", "4096"],
               "backbone": "tiny-bert", "task": "rotten-tomatoes", "max_steps": 2, "max_train": 64, "max_eval": 64},
     "cpu": {"runs_dir": None, "sweep": ["surm-circulant", "surm-kronecker", "surm-ldr", "lora"],
-            "budgets": ["5k", "20k", "50k"], "backbone": "minilm-l6", "task": "rotten-tomatoes",
+            "budgets": ["9216", "20k", "50k"], "backbone": "minilm-l6", "task": "rotten-tomatoes",
             "max_steps": 150, "max_train": 4800, "max_eval": 1000},
     "paper": {"runs_dir": "runs", "sweep": [], "budgets": [], "backbone": "minilm-l6", "task": "rotten-tomatoes",
               "max_steps": None, "max_train": None, "max_eval": None},
@@ -34,20 +34,26 @@ def frontier(table: pd.DataFrame) -> pd.Series:
     return on
 
 
+def validate(p: dict[str, Any]) -> None:
+    p["sweep"], p["budgets"] = common.as_list(p["sweep"]), [str(b) for b in common.as_list(p["budgets"])]
+    if not p["sweep"]:
+        return
+    common.check_backbone(p["backbone"])
+    common.check_tasks([p["task"]])
+    common.check_methods(p["sweep"])
+    if not p["budgets"]:
+        raise ValueError("sweep needs at least one budget")
+    for budget in p["budgets"]:
+        common.check_budgets(p["backbone"], 2, p["sweep"], budget)
+
+
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
     started = time.time()
     p = common.resolve(PROFILES, profile, params)
-    p["sweep"], p["budgets"] = common.as_list(p["sweep"]), [str(b) for b in common.as_list(p["budgets"])]
+    validate(p)
     out = common.output_dir(out_dir, NAME)
     runs_dir = p["runs_dir"] or str(out / "runs")
     if p["sweep"]:
-        common.check_backbone(p["backbone"])
-        common.check_tasks([p["task"]])
-        common.check_methods(p["sweep"])
-        if not p["budgets"]:
-            raise ValueError("sweep needs at least one budget")
-        for budget in p["budgets"]:
-            common.check_budgets(p["backbone"], 2, p["sweep"], budget)
         for budget in p["budgets"]:
             for method in p["sweep"]:
                 common.train_row(
