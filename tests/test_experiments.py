@@ -1,8 +1,10 @@
 """Closed-form fits of the approximation experiment against independent oracles, and parameter checks."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg
 
@@ -157,6 +159,18 @@ def test_results_record_command_parameters_and_environment(tmp_path):
     assert record["environment"]["packages"]["torch"]
     assert len(record["rows"]) == len(table) == 1
     assert (tmp_path / "pinwheel.csv").is_file() and (tmp_path / "pinwheel_curves.csv").is_file()
+
+
+def test_results_name_run_folders_relative_to_the_results_folder(tmp_path):
+    run = tmp_path / "runs" / "20260101-000000-lora"
+    run.mkdir(parents=True)
+    elsewhere = str(tmp_path.parent / "elsewhere")
+    table = pd.DataFrame({"run_dir": [str(run), elsewhere], "final": [0.5, 0.6]})
+    common.write_results(table, tmp_path, "x", "smoke", {}, started=0.0)
+    rows = json.loads((tmp_path / "x.json").read_text())["rows"]
+    assert (tmp_path / rows[0]["run_dir"]).resolve() == run.resolve() and not Path(rows[0]["run_dir"]).is_absolute()
+    assert rows[1]["run_dir"] == elsewhere and rows[1]["final"] == 0.6
+    assert pd.read_csv(tmp_path / "x.csv").run_dir[0] == rows[0]["run_dir"]
 
 
 # -- weight_analysis: cosine distance and linear CKA against independent properties ---------------------

@@ -121,10 +121,21 @@ def command() -> str:
     return os.environ.get(COMMAND_ENV) or " ".join(shlex.quote(a) for a in sys.argv)
 
 
+def relative_paths(table: pd.DataFrame, root: str | Path) -> pd.DataFrame:
+    """Paths under ``root`` (run folders) made relative to it, so a results folder can move or be shared."""
+    prefix = str(Path(root).resolve()) + os.sep
+
+    def relative(value: Any) -> Any:
+        return value[len(prefix) :] if isinstance(value, str) and value.startswith(prefix) else value
+
+    return table.map(relative)
+
+
 def write_results(
     table: pd.DataFrame, out_dir: Path, name: str, profile: str, params: Mapping[str, Any], started: float
 ) -> dict[str, Path]:
     """``<name>.csv`` (the table) and ``<name>.json`` (table + command, parameters, environment)."""
+    table = relative_paths(table, out_dir)
     csv_path = atomic_write(out_dir / f"{name}.csv", lambda tmp: table.to_csv(tmp, index=False))
     record = {
         "experiment": name,
