@@ -166,7 +166,7 @@ def test_results_name_run_folders_relative_to_the_results_folder(tmp_path):
     run.mkdir(parents=True)
     elsewhere = str(tmp_path.parent / "elsewhere")
     table = pd.DataFrame({"run_dir": [str(run), elsewhere], "final": [0.5, 0.6]})
-    common.write_results(table, tmp_path, "x", "smoke", {}, started=0.0)
+    common.write_results(table, tmp_path, "x", "smoke", {}, common.start())
     rows = json.loads((tmp_path / "x.json").read_text())["rows"]
     assert (tmp_path / rows[0]["run_dir"]).resolve() == run.resolve() and not Path(rows[0]["run_dir"]).is_absolute()
     assert rows[1]["run_dir"] == elsewhere and rows[1]["final"] == 0.6

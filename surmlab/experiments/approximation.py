@@ -11,7 +11,6 @@ LDR has no closed form. The ``agree`` column compares the two fits.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -211,7 +210,7 @@ def lowrank_reference(table: pd.DataFrame) -> pd.Series:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

@@ -15,6 +15,7 @@ import shlex
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def environment() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Started:
+    """When an experiment began and with what code: a long run outlives commits made while it works."""
+
+    time: float
+    environment: dict[str, Any]
+
+
+def start() -> Started:
+    return Started(time.time(), environment())
+
+
 def command() -> str:
     return os.environ.get(COMMAND_ENV) or " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -132,7 +145,7 @@ def relative_paths(table: pd.DataFrame, root: str | Path) -> pd.DataFrame:
 
 
 def write_results(
-    table: pd.DataFrame, out_dir: Path, name: str, profile: str, params: Mapping[str, Any], started: float
+    table: pd.DataFrame, out_dir: Path, name: str, profile: str, params: Mapping[str, Any], started: Started
 ) -> dict[str, Path]:
     """``<name>.csv`` (the table) and ``<name>.json`` (table + command, parameters, environment)."""
     table = relative_paths(table, out_dir)
@@ -142,8 +155,8 @@ def write_results(
         "profile": profile,
         "parameters": dict(params),
         "command": command(),
-        "environment": environment(),
-        "wall_time_s": round(time.time() - started, 3),
+        "environment": started.environment,
+        "wall_time_s": round(time.time() - started.time, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "rows": table.to_dict(orient="records"),
     }

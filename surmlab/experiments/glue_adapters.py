@@ -10,7 +10,6 @@ shared GLUE folder beside the checkout); ``rotten-tomatoes`` runs offline from P
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
@@ -51,7 +50,7 @@ def validate(p: dict[str, Any]) -> None:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

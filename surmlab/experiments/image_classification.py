@@ -8,7 +8,6 @@ offline default is ``vit-s14`` on Fashion-MNIST and MNIST.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
@@ -65,7 +64,7 @@ def grid(p: dict[str, Any], out_dir: Any, extra: dict[str, Any] | None = None) -
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

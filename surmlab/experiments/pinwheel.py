@@ -9,7 +9,6 @@ trains, the bottom layer is frozen or trainable. Parameter counts are matched by
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +76,7 @@ def validate(p: dict[str, Any]) -> None:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

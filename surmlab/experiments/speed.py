@@ -15,7 +15,6 @@ Timing, peak memory and machine metadata come from the benchmark suite (``benchm
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -149,7 +148,7 @@ def merged(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     bench = bench_common()

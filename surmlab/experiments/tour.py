@@ -11,7 +11,6 @@ fine-tune of a real text backbone with one SURM family against LoRA at the same 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -115,7 +114,7 @@ def validate(p: dict[str, Any]) -> None:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

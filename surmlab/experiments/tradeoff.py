@@ -4,7 +4,6 @@ Pareto frontier per (backbone, task). ``sweep`` optionally trains methods x budg
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
@@ -48,7 +47,7 @@ def validate(p: dict[str, Any]) -> None:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)

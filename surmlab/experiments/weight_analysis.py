@@ -13,7 +13,6 @@ row's model (1 for ``full`` itself); ``cka_vs_pretrained`` compares each model w
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -140,7 +139,7 @@ def target_names(model: torch.nn.Module) -> list[str]:
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = time.time()
+    started = common.start()
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)
