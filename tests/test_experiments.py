@@ -173,6 +173,12 @@ def test_results_name_run_folders_relative_to_the_results_folder(tmp_path):
     assert pd.read_csv(tmp_path / "x.csv").run_dir[0] == rows[0]["run_dir"]
 
 
+def test_results_record_the_environment_the_experiment_started_with(tmp_path):
+    started = common.Started(time=0.0, environment={"git_commit": "commit-at-start"})
+    common.write_results(pd.DataFrame({"final": [0.5]}), tmp_path, "x", "smoke", {}, started)
+    assert json.loads((tmp_path / "x.json").read_text())["environment"] == {"git_commit": "commit-at-start"}
+
+
 # -- weight_analysis: cosine distance and linear CKA against independent properties ---------------------
 
 
