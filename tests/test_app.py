@@ -296,3 +296,21 @@ def test_the_page_builds_and_launch_defaults_are_safe(tmp_path):
     assert parse_auth(str(tmp_path / "users")) == [("ann", "one"), ("bob", "two")]
     with pytest.raises(ValueError):
         parse_auth("no-password")
+
+
+def test_glue_tasks_offered_offline_train_from_the_app(tmp_path):
+    """The task list marks what needs the hub; a shipped GLUE task trains through the app's job queue
+    with nothing but the clone (no data_dir, no hub)."""
+    from surmlab.app.ui import task_choices
+
+    choices = dict((value, label) for label, value in task_choices())
+    for name in ("glue/rte", "glue/mrpc", "glue/cola", "glue/sst2", "glue/stsb", "glue/wnli"):
+        assert choices[name] == name  # runs here
+    assert choices["glue/qnli"] == "glue/qnli (needs the hub)" and choices["cifar10"] == "cifar10 (needs the hub)"
+    jobs = JobManager(tmp_path)
+    job = jobs.submit(TrainConfig(**{**SMALL, "task": "glue/rte", "max_steps": 2}))
+    wait_for(lambda: (jobs.poll(), jobs.find(job.id).status in ("completed", "failed"))[1], what="the GLUE job")
+    done = jobs.find(job.id)
+    assert done.status == "completed", done.reason
+    summary = RunDir(done.run_dir).summary()
+    assert "GLUE TSV files" in summary["task_description"] and summary["train_examples"] == 64

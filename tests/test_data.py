@@ -14,8 +14,8 @@ from surmlab import data, models
 from surmlab.data import compute_metrics, list_tasks, load_task, majority_baseline, make_collate
 from surmlab.models import load_backbone
 
-# CI runs in a clean clone with shared/ beside the repository.
-GLUE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "glue"
+# The GLUE TSVs the project ships (data/glue/README.md lists their sources and counts).
+GLUE_DIR = Path(__file__).resolve().parents[1] / "data" / "glue"
 
 
 pytestmark = pytest.mark.usefixtures("offline_cache")
@@ -84,7 +84,7 @@ def test_mnist_5k_split():
 
 # -- GLUE TSVs -----------------------------------------------------------------------------------
 
-GLUE_COUNTS = {  # (train class counts, dev class counts) from shared/data/glue/README.md
+GLUE_COUNTS = {  # (train class counts, dev class counts) from data/glue/README.md
     "glue/cola": ([2528, 6023], [322, 721]),
     "glue/sst2": ([29780, 37569], [428, 444]),
     "glue/mrpc": ([1194, 2474], [129, 279]),
@@ -117,12 +117,12 @@ def test_glue_mrpc_reads_past_the_bom():
     assert task.train[0]["text"].startswith("Amrozi accused his brother") and task.train[0]["label"] == 1
 
 
-def test_glue_default_folder_beside_the_checkout(monkeypatch):
+def test_glue_default_folder_is_the_projects_data_folder(monkeypatch):
     monkeypatch.delenv("SURMLAB_GLUE_DIR", raising=False)
     assert data.default_glue_dir() == GLUE_DIR
     assert len(load_task("glue/rte").eval) == 277
     with pytest.raises(RuntimeError, match=r"lacks train\.tsv"):
-        load_task("glue/qnli")  # only the dev set is collected
+        load_task("glue/qnli")  # only the dev set is shipped
     with pytest.raises(FileNotFoundError, match=r"train\.tsv missing"):
         load_task("glue/qnli", data_dir=str(GLUE_DIR))
 
@@ -133,7 +133,7 @@ def write_tsv(path, header, rows):
 
 
 def test_glue_mnli_and_qqp_tsv_layouts(tmp_path):
-    """Official column layouts of the TSVs not collected in shared/ (MNLI dev_matched, QQP with a bad row)."""
+    """Official column layouts of the TSVs the project does not ship (MNLI dev_matched, QQP with a bad row)."""
     mnli_header = ["index", "promptID", "pairID", "genre", "sentence1", "sentence2", "label1", "gold_label"]
     rows = [[str(i), "0", "0", "fiction", f"p{i}", f"h{i}", g, g] for i, g in
             enumerate(["entailment", "neutral", "contradiction", "neutral"])]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from ..data import list_tasks
+from ..data import available_offline, list_tasks
 from ..methods import METHODS
 from ..models import list_backbones
 from . import plots
@@ -39,6 +39,13 @@ def _skip(value: Any) -> Any:
     return gr.skip() if value is None else value
 
 
+def task_choices() -> list[tuple[str, str]]:
+    """``(label, value)`` for the task dropdown: what runs here first, hub-only tasks marked as such."""
+    offline = [name for name in list_tasks() if available_offline(name)]
+    hub = [name for name in list_tasks() if name not in offline]
+    return [(name, name) for name in offline] + [(f"{name} (needs the hub)", name) for name in hub]
+
+
 def _form_fields() -> list[str]:
     return [f.name for f in fields(Form)]
 
@@ -63,7 +70,7 @@ def build(lab: Lab) -> gr.Blocks:
                     info="offline assets first; timm:<name> and hf:<id> reach the hub when online",
                 )
                 task = gr.Dropdown(
-                    list_tasks(),
+                    task_choices(),
                     value=defaults.task,
                     allow_custom_value=True,
                     label="Task",

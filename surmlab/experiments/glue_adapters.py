@@ -5,7 +5,7 @@ SURM adapters (``h <- h + act(S h) + b``, ``S`` square structured, default hyper
 full-size block) sit where Houlsby adapters sit; LoRA gets the budget of the smallest SURM adapter of
 the same task, so "SURM vs LoRA" is at an equal budget. ``reduction_vs_houlsby`` is the Houlsby
 adapter's parameter count divided by the row's. GLUE TSVs are read from ``data_dir`` (default: the
-shared GLUE folder beside the checkout); ``rotten-tomatoes`` runs offline from PyPI.
+project's ``data/glue``); ``rotten-tomatoes`` runs offline from PyPI.
 """
 
 from __future__ import annotations
