@@ -28,8 +28,7 @@ setup: $(STAMP)
 demo: setup
 	$(PY) -m surmlab demo
 
-test: setup
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest -q
 
 app: setup
