@@ -102,7 +102,8 @@ def solve(
     family: str, targets: Sequence[Target], budget: int | str, mode: str = "lora", nearest: bool = False
 ) -> BudgetPlan:
     """Hyper-parameters whose total count is closest to ``budget`` without exceeding it
-    (``nearest=True``: closest on either side). Raises ``BudgetError`` when no setting fits."""
+    (``nearest=True``: closest on either side, so a budget beyond the achievable range gets the
+    nearest end). Raises ``BudgetError`` when no setting fits."""
     if not targets:
         raise BudgetError("no target layers: nothing to spend the budget on")
     if mode not in MODES:
@@ -115,7 +116,7 @@ def solve(
     if not options:
         raise BudgetError(f"{family} has no hyper-parameters that fit all {len(targets)} target layers")
     low, high = min(n for n, _ in options), max(n for n, _ in options)
-    if not low <= budget <= high:
+    if not nearest and not low <= budget <= high:
         raise BudgetError(
             f"a budget of {budget:,} is infeasible for {family} ({mode}) on {len(targets)} layers: "
             f"achievable counts range from {low:,} to {high:,}"

@@ -8,7 +8,9 @@ and weight-space products live here once, for all families.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +53,9 @@ class SurmLinear(nn.Module):
         self.base_layer = base_layer
         self.mode, self.alpha, self.path, self.activation = mode, alpha, path, activation
         self.merged = False
+        # merge()/unmerge() change the base weight in place; a forward in another thread must see the
+        # weight and the ``merged`` flag change together, so both sides hold this lock.
+        self._merge_lock = threading.RLock()
         out_features, in_features = base_layer.out_features, base_layer.in_features
         if mode == "adapter":
             self.slices = [("adapter", 0, out_features)]
@@ -119,15 +124,21 @@ class SurmLinear(nn.Module):
         return matmuls * 2.0 * tokens * size + setup * size < structured
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self._merge_lock:
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         base = self.base_layer
+        # An empty batch takes the weight-space product: FFT kernels reject zero-length inputs.
+        empty = x.numel() == 0
         if self.mode == "adapter":
             h = base(x)
             update = self.updates["adapter"]
-            s = F.linear(h, update.dense().to(h.dtype)) if self.use_dense(h) else update(h)
+            s = F.linear(h, update.dense().to(h.dtype)) if empty or self.use_dense(h) else update(h)
             return h + ACTIVATION_FUNCTIONS[self.activation](s) + self.adapter_bias.to(h.dtype)
         if self.merged:
             return base(x)
-        if self.use_dense(x):
+        if empty or self.use_dense(x):
             weight = base.weight + self.delta_weight().to(base.weight.dtype)
             return F.linear(x, weight, base.bias)
         y = base(x)
@@ -137,19 +148,32 @@ class SurmLinear(nn.Module):
     # -- merging -------------------------------------------------------------------------------------
     @torch.no_grad()
     def merge(self) -> None:
+        """Fold ``alpha * S`` into the base weight; safe against forwards running in other threads."""
         if self.mode != "lora":
             raise ValueError(
                 "adapter mode adds a non-linear branch h + act(S h) + b; it cannot be merged into the weights"
             )
-        if not self.merged:
-            self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
-            self.merged = True
+        with self._merge_lock:
+            if not self.merged:
+                self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+                self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        if self.merged:
-            self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
-            self.merged = False
+        with self._merge_lock:
+            if self.merged:
+                self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+                self.merged = False
+
+    # A lock cannot be pickled or deep-copied: copies get a fresh one.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_merge_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._merge_lock = threading.RLock()
 
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)

@@ -106,6 +106,10 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
 
 # -- target matching ----------------------------------------------------------------------------
 
+# Modules that read a child Linear's ``.weight`` directly (fused attention kernels, the encoder layer's
+# inference fast path) instead of calling it: a wrapped child would be bypassed without a word.
+WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
+
 
 def _linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -158,6 +162,12 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     for name in chosen:
         if not isinstance(modules[name], nn.Linear):
             raise ValueError(f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers can be adapted")
+        parent = modules[name.rpartition(".")[0]]
+        if isinstance(parent, WEIGHT_READERS):
+            raise ValueError(
+                f"target {name} cannot be adapted: its parent {type(parent).__name__} reads its .weight directly "
+                "(fused kernels), so an update there would be ignored; exclude it or target other layers"
+            )
     slices_spec = config.qkv_slices or {}
     for suffix in slices_spec:
         if not any(_ends_with(n, suffix) for n in chosen):
@@ -350,35 +360,73 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
-    """Inject (if needed) and load a saved adapter; any mismatch names the offending layer."""
+def _missing_heads(model: nn.Module, config: SurmConfig) -> list[str]:
+    """Head modules of ``model`` (by its preset) that an adapter saved with ``config`` does not carry."""
+    heads = resolve_config(model, replace(config, modules_to_save=None)).modules_to_save or []
+    saved = config.modules_to_save or []
+    return [h for h in heads if h not in saved]
+
+
+def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool = False) -> nn.Module:
+    """Inject and load a saved adapter, head included; any mismatch names the offending layer.
+
+    A model that already carries SURM layers is first unloaded (its base layers come back exactly),
+    so the result is the same as loading into a fresh model; a merged model is refused. An adapter
+    without the classifier head the model has is refused unless ``allow_missing_head`` (the model's
+    head is then used as it is, e.g. when it was pretrained)."""
     meta = read_adapter_config(path)
     config = SurmConfig.from_dict(meta["config"])
     backbone = backbone_name(model)
     if meta["backbone"] != backbone:
         raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
-    if hasattr(model, "surm_config"):
-        have = model.surm_config
-        if (have.family, have.mode) != (config.family, config.mode):
+    layers = surm_layers(model)
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise ValueError(
+            f"cannot load {path} into a merged model ({merged[0]} is merged): unmerge() it first, "
+            "or load into a freshly built model"
+        )
+    missing_heads = [] if allow_missing_head else _missing_heads(model, config)
+    if missing_heads:
+        raise ValueError(
+            f"adapter in {path} holds no weights for this {backbone}'s head {missing_heads} (it was saved with "
+            f"modules_to_save={config.modules_to_save}), so the head would keep its initial weights; save the "
+            "adapter with the head, or pass allow_missing_head=True if the model's own head is the right one"
+        )
+    previous = {name: layer for name, layer in layers.items()}
+    attrs = {a: getattr(model, a) for a in ("surm_config", "surm_plan") if hasattr(model, a)}
+    if layers:
+        unload(model)  # not merged: every base layer comes back exactly as it was
+    try:
+        _load_into_bare(model, path, meta, config)
+    except BaseException:  # leave the model as it was: its previous adapter back in place
+        if surm_layers(model):
+            unload(model)
+        for name, layer in previous.items():
+            _set_module(model, name, layer)
+        for attr, value in attrs.items():
+            setattr(model, attr, value)
+        raise
+    return model
+
+
+def _load_into_bare(model: nn.Module, path: str | Path, meta: dict[str, Any], config: SurmConfig) -> None:
+    backbone = backbone_name(model)
+    try:
+        targets = _budget_targets(find_targets(model, config), config.mode)
+    except ValueError as err:
+        raise ValueError(f"adapter in {path} does not fit this {backbone}: {err}") from None
+    have_layers = {t.name: [t.out_features, t.in_features] for t in targets}
+    for name, shape in meta["layers"].items():
+        if name not in have_layers:
+            raise ValueError(f"adapter layer {name} ({shape[0]}x{shape[1]}) does not exist in this {backbone}")
+        if have_layers[name] != shape:
+            got = have_layers[name]
             raise ValueError(
-                f"model carries a {have.family} ({have.mode}) adapter; {path} holds {config.family} ({config.mode})"
+                f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
             )
-    else:
-        try:
-            targets = _budget_targets(find_targets(model, config), config.mode)
-        except ValueError as err:
-            raise ValueError(f"adapter in {path} does not fit this {backbone}: {err}") from None
-        have_layers = {t.name: [t.out_features, t.in_features] for t in targets}
-        for name, shape in meta["layers"].items():
-            if name not in have_layers:
-                raise ValueError(f"adapter layer {name} ({shape[0]}x{shape[1]}) does not exist in this {backbone}")
-            if have_layers[name] != shape:
-                got = have_layers[name]
-                raise ValueError(
-                    f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
-                )
-        inject(model, config)
     state = load_file(str(Path(path) / WEIGHTS_FILE))
+    inject(model, config)
     own = _adapter_state(model)
     for key, value in state.items():
         if key not in own:
@@ -394,4 +442,3 @@ def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value.to(own[key].dtype))
-    return model

@@ -1,4 +1,4 @@
-"""Budget solver against a brute-force enumeration written from DESIGN.md's parameter table."""
+"""Budget solver against a brute-force enumeration written from the README's family table."""
 
 import math
 import re
@@ -99,15 +99,21 @@ def test_adapter_mode_counts_the_bias():
     assert adapter.total == lora.total + 4 * 384
 
 
-@pytest.mark.parametrize("nearest", [False, True])
 @pytest.mark.parametrize("family", FAMILY_NAMES)
-def test_infeasible_budget_states_the_range(family, nearest):
+def test_infeasible_budget_states_the_range(family):
     """Budgets outside [smallest, largest] raise BudgetError naming both achievable extremes."""
     counts = brute_force_counts(family, MIXED, "lora")
     for budget in (counts[0] - 1, counts[-1] + 1):
         with pytest.raises(BudgetError, match="infeasible") as info:
-            solve(family, MIXED, budget, nearest=nearest)
+            solve(family, MIXED, budget)
         assert {counts[0], counts[-1], budget} <= numbers_in(str(info.value))
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_nearest_outside_the_range_takes_the_nearest_end(family):
+    counts = brute_force_counts(family, MIXED, "lora")
+    assert solve(family, MIXED, counts[-1] * 10, nearest=True).total == counts[-1]
+    assert solve(family, MIXED, max(1, counts[0] // 2), nearest=True).total == counts[0]
 
 
 def test_budget_error_is_a_value_error():

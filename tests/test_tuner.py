@@ -1,6 +1,7 @@
 """The tuner on real model classes (timm ViT-S, Hugging Face BERT), built small and without downloads."""
 
 import copy
+import json
 import math
 import re
 
@@ -623,18 +624,149 @@ def test_load_vit_adapter_into_narrower_vit(tmp_path):
     assert not surm_layers(narrow)
 
 
-def test_load_adapter_with_other_hyper_into_injected_model(tmp_path):
-    save_adapter(inject(build_bert(), SurmConfig(hyper={"block_size": 16})), tmp_path)
-    model = inject(build_bert(), SurmConfig(hyper={"block_size": 8}))
-    with pytest.raises(ValueError, match=r"adapter tensor .*updates\.full\.weight has shape \[4, 4, 16\]"):
-        load_adapter(model, tmp_path)
+@pytest.mark.parametrize("mode", MODES)
+def test_load_adapter_into_an_injected_model_equals_a_fresh_load(mode, tmp_path):
+    """The file's alpha, activation and hyper-parameters win over what the model carried."""
+    saved = perturbed(
+        inject(build_bert(), SurmConfig(mode=mode, hyper={"block_size": 16}, alpha=0.5, activation="tanh"))
+    )
+    save_adapter(saved, tmp_path / "a")
+    x = inputs("bert")
+    fresh = load_adapter(build_bert(), tmp_path / "a")
+    other = inject(build_bert(), SurmConfig(family="lowrank", mode=mode, alpha=2.0, activation="gelu"))
+    loaded = load_adapter(other, tmp_path / "a")
+    torch.testing.assert_close(run(loaded, x), run(fresh, x), rtol=0, atol=0)
+    torch.testing.assert_close(run(loaded, x), run(saved, x), rtol=0, atol=0)
+    assert {(layer.alpha, layer.activation) for layer in surm_layers(loaded).values()} == {(0.5, "tanh")}
+    save_adapter(loaded, tmp_path / "b")  # and the next save writes the values it runs with
+    config = surmlab.tuner.read_adapter_config(tmp_path / "b")["config"]
+    assert (config["family"], config["alpha"], config["activation"]) == ("circulant", 0.5, "tanh")
 
 
-def test_load_adapter_of_other_family_into_injected_model(tmp_path):
-    save_adapter(inject(build_bert(), SurmConfig(family="lowrank")), tmp_path)
-    model = inject(build_bert(), SurmConfig(family="circulant"))
-    with pytest.raises(ValueError, match=r"carries a circulant \(lora\) adapter; .* holds lowrank \(lora\)"):
+def perturbed(model):
+    perturb(model, head=HEAD["bert"])
+    return model
+
+
+def test_load_adapter_into_a_merged_model_is_refused_and_harmless(tmp_path):
+    save_adapter(perturbed(inject(build_bert(), SurmConfig())), tmp_path)
+    model = perturbed(inject(build_bert(), SurmConfig()))
+    x = inputs("bert")
+    before = run(model, x)
+    merge(model)
+    with pytest.raises(ValueError, match=r"into a merged model .*unmerge\(\) it first"):
         load_adapter(model, tmp_path)
+    unload(model)  # unmerges: the base weights are the pretrained ones again
+    for (name, p), (_, q) in zip(model.named_parameters(), build_bert().named_parameters(), strict=True):
+        if not name.startswith("classifier"):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+    assert before.shape == run(model, x).shape
+
+
+def test_failed_load_keeps_the_previous_adapter(tmp_path):
+    save_adapter(inject(build_bert(), SurmConfig()), tmp_path)
+    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta["layers"]["bert.encoder.layer.9.attention.self.query"] = [64, 64]  # a layer this BERT lacks
+    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    model = perturbed(inject(build_bert(), SurmConfig(hyper={"block_size": 8})))
+    x = inputs("bert")
+    before = run(model, x)
+    with pytest.raises(
+        ValueError, match=r"adapter layer bert\.encoder\.layer\.9\.attention\.self\.query .*does not exist"
+    ):
+        load_adapter(model, tmp_path)
+    torch.testing.assert_close(run(model, x), before, rtol=0, atol=0)
+    assert model.surm_config.hyper == {"block_size": 8} and len(surm_layers(model)) == 2 * DEPTH
+
+
+def test_adapter_without_the_head_is_refused(tmp_path):
+    trained = inject(build_bert(), SurmConfig(modules_to_save=[]))
+    perturb(trained)  # the updates only: the head stays as built
+    save_adapter(trained, tmp_path)
+    with pytest.raises(
+        ValueError, match=r"holds no weights for this BertForSequenceClassification's head \['classifier'\]"
+    ):
+        load_adapter(build_bert(seed=1), tmp_path)
+    loaded = load_adapter(build_bert(), tmp_path, allow_missing_head=True)  # same seed: the same head
+    torch.testing.assert_close(run(loaded, inputs("bert")), run(trained, inputs("bert")), rtol=0, atol=0)
+
+
+class TorchTransformer(nn.Module):
+    """torch's own encoder: its attention reads out_proj.weight and its fast path reads linear1.weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 2)
+
+    def forward(self, x):
+        return self.head(self.encoder(x).mean(1))
+
+
+@pytest.mark.parametrize(
+    ("target", "parent"), [("out_proj", "MultiheadAttention"), ("linear1", "TransformerEncoderLayer")]
+)
+def test_layers_read_through_weight_are_refused(target, parent):
+    with pytest.raises(
+        ValueError, match=rf"target encoder\.layers\.0\.(self_attn\.)?{target} cannot be adapted: its parent {parent}"
+    ):
+        inject(TorchTransformer(), SurmConfig(target_modules=[target]))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_empty_batch_gives_an_empty_output(family, mode):
+    base = nn.Linear(32, 32)
+    layer = SurmLinear(base, family, {}, mode, path="fft")
+    for shape in [(0, 32), (2, 0, 32)]:
+        x = torch.zeros(shape, requires_grad=True)
+        out = layer(x)
+        assert out.shape == base(x).shape
+        out.sum().backward()
+
+
+def test_merge_while_other_threads_run_forwards():
+    """200 forwards in 4 threads while a fifth merges and unmerges: every output is the model's."""
+    import threading
+
+    model = perturbed(inject(build_bert(), SurmConfig(path="fft")))
+    x = inputs("bert")
+    want = run(model, x).detach()
+    bad, stop = [], threading.Event()
+
+    def flip():
+        while not stop.is_set():
+            merge(model)
+            unmerge(model)
+
+    def forwards():
+        for _ in range(50):
+            with torch.no_grad():
+                got = run(model, x)
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+                bad.append((got - want).abs().max().item())
+
+    flipper = threading.Thread(target=flip)
+    workers = [threading.Thread(target=forwards) for _ in range(4)]
+    flipper.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    flipper.join()
+    assert not bad, f"{len(bad)} of 200 outputs were wrong (max error {max(bad):.3g})"
+
+
+def test_surm_layers_deep_copy_and_pickle():
+    import pickle
+
+    model = perturbed(inject(build_bert(), SurmConfig()))
+    x = inputs("bert")
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(run(clone, x), run(model, x), rtol=0, atol=0)
+        merge(clone)  # the copy has a working lock of its own
 
 
 def test_load_adapter_without_config(tmp_path):
