@@ -37,7 +37,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", default="lora", choices=["lora", "adapter"], help="SURM mode")
     g.add_argument("--budget", default=None, help="trainable parameters the method may add, e.g. 50k")
     g.add_argument("--hyper", default=None, help="explicit hyper-parameters as JSON, e.g. '{\"block_size\": 64}'")
-    g.add_argument("--targets", nargs="+", default=None, help="module-name suffixes to adapt (default: preset)")
+    g.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        help="module-name suffixes to adapt, or all-linear (default: the model's preset)",
+    )
     g.add_argument("--data-dir", dest="data_dir", default=None, help="local data: GLUE TSV folder, saved dataset")
     g.add_argument("--text-column", dest="text_column", default=None)
     g.add_argument("--text-pair-column", dest="text_pair_column", default=None)
@@ -76,12 +81,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, default=None)
 
 
+def _targets(values: list[str] | None) -> list[str] | str | None:
+    """``--targets all-linear`` means every linear layer (except the head), not a suffix."""
+    return "all-linear" if values == ["all-linear"] else values
+
+
 def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     names = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in names}
     values["hyper"] = json.loads(args.hyper) if args.hyper else {}
+    values["targets"] = _targets(args.targets)
     return TrainConfig(**values)
 
 
@@ -126,7 +137,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
         budget=args.budget,
         hyper=hyper,
         mode=args.mode,
-        targets=args.targets,
+        targets=_targets(args.targets),
         nearest=args.nearest,
     )
     if prepared.layers:
@@ -197,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--mode", default="lora", choices=["lora", "adapter"])
     budget.add_argument("--budget", default=None, help="e.g. 50k")
     budget.add_argument("--hyper", default=None, help="explicit hyper-parameters as JSON")
-    budget.add_argument("--targets", nargs="+", default=None)
+    budget.add_argument("--targets", nargs="+", default=None, help="module-name suffixes, or all-linear")
     budget.add_argument("--num-labels", dest="num_labels", type=int, default=2)
     budget.add_argument("--nearest", action="store_true", help="closest count, even above the budget")
     budget.set_defaults(func=cmd_budget)

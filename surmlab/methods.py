@@ -1,13 +1,21 @@
 """Every fine-tuning method the lab compares, prepared by one call so comparisons are fair.
 
 ``prepare(method, model, head=...)`` freezes the backbone, adds the method's trainable parts,
-keeps the classifier head trainable, and reports the exact trainable count. Methods with a size
-knob (rank, block size, bottleneck width, ...) are matched to a parameter ``budget`` by the same
-solver; the head is outside the budget and counted separately.
+keeps the classifier head trainable, and reports the exact trainable count and the layers it
+adapts. Methods with a size knob (rank, block size, bottleneck width, ...) are matched to a
+parameter ``budget`` by the same solver; the head is outside the budget and counted separately.
+
+Fairness rules every method follows: it starts exactly at the pretrained model (every update is
+zero at initialisation); ``lora`` is LoRA inside the same ``SurmLinear`` wrapper as SURM (the
+``lowrank`` family with LoRA's initialisation), so it adapts exactly the rows SURM adapts,
+including the q and v thirds of a fused qkv projection. One scaling convention: an update enters
+as ``W x + alpha * S x``; SURM's default ``alpha`` is 1, and LoRA's ``lora_alpha / r`` is that same
+``alpha`` (``lora_alpha = 2 r`` by default, so ``alpha = 2``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +28,7 @@ from . import budget as budget_mod
 from .budget import BudgetError, Target
 from .config import SurmConfig
 from .structures import FAMILIES
-from .tuner import _find_suffix, find_targets, inject, resolve_config, trainable_parameters
+from .tuner import _find_suffix, find_targets, inject, plan_for, resolve_config, trainable_parameters
 
 
 @dataclass
@@ -37,12 +45,13 @@ class Prepared:
     lr: float
     head: list[str] = field(default_factory=list)
     layers: list[dict[str, Any]] = field(default_factory=list)
+    targets: str = ""  # what the method adapts, e.g. "encoder.layer.*.attention.self.{query,value} (x6)"
 
     def describe(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items()) or "no size knob"
         return (
-            f"{self.method} ({hyper}): {self.budget_params:,} method + {self.head_params:,} head = "
-            f"{self.trainable:,} trainable of {self.total:,} ({100 * self.trainable / self.total:.3f}%)"
+            f"{self.method} ({hyper}) on {self.targets}: {self.budget_params:,} method + {self.head_params:,} "
+            f"head = {self.trainable:,} trainable of {self.total:,} ({100 * self.trainable / self.total:.3f}%)"
         )
 
 
@@ -71,7 +80,8 @@ METHODS: dict[str, Method] = {
             "lowrank": 3e-3,
         }.items()
     },
-    "lora": Method("lora", "LoRA through the PEFT library", 3e-3, True),
+    "lora": Method("lora", "LoRA (B A, scaled by lora_alpha / r) on the same rows as SURM", 3e-3, True),
+    "peft-lora": Method("peft-lora", "LoRA through the PEFT library (whole layers: all of a fused qkv)", 3e-3, True),
     "c3a": Method("c3a", "C3A (block-circulant, delta scaled by 1/in_features) through the PEFT library", 5e-2, True),
     "lokr": Method("lokr", "LoKr (Kronecker) through the PEFT library", 3e-3, True),
     "adapter": Method("adapter", "Houlsby bottleneck adapter after attention and MLP outputs", 1e-3, True),
@@ -113,13 +123,14 @@ def _preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None
 def _solve_knob(
     name: str, options: list[tuple[int, dict[str, Any]]], budget: int | str | None, nearest: bool
 ) -> tuple[int, dict[str, Any]]:
-    """Pick the knob setting whose count is closest to the budget (below it unless ``nearest``)."""
+    """Pick the knob setting whose count is closest to the budget (below it unless ``nearest``), as
+    ``budget.solve`` does for the structure families."""
     options = sorted(options, key=lambda o: o[0])
     if budget is None:
         raise BudgetError(f"{name} needs a budget or explicit hyper-parameters")
     target = budget_mod.parse_budget(budget)
     low, high = options[0][0], options[-1][0]
-    if not low <= target <= high:
+    if not nearest and not low <= target <= high:
         raise BudgetError(
             f"a budget of {target:,} is infeasible for {name}: achievable counts range from {low:,} to {high:,}"
         )
@@ -130,8 +141,10 @@ def _solve_knob(
 # -- SURM --------------------------------------------------------------------------------------------
 
 
-def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path):
-    config = SurmConfig(
+def _surm_config(family, budget, hyper, mode, targets, nearest, alpha, path, head) -> SurmConfig:
+    # The head is a module to save: it trains, it is saved inside the adapter file, and "all-linear"
+    # leaves it out of the targets.
+    return SurmConfig(
         family=family,
         mode=mode,
         target_modules=targets,
@@ -140,11 +153,30 @@ def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, p
         nearest=nearest,
         alpha=alpha,
         path=path,
-        modules_to_save=[],
+        modules_to_save=list(head),
     )
-    inject(model, config)
-    plan = model.surm_plan
-    return plan.total, dict(plan.hyper), plan.rows()
+
+
+def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path, head):
+    inject(model, _surm_config(family, budget, hyper, mode, targets, nearest, alpha, path, head))
+    return dict(model.surm_plan.hyper), model.surm_plan.rows()
+
+
+def _prepare_lora(model, budget, hyper, targets, nearest, path, head):
+    """LoRA as the ``lowrank`` family in SURM's wrapper: the same rows as SURM, PEFT's init and scaling."""
+    hyper = dict(hyper or {})
+    unknown = sorted(set(hyper) - {"rank", "lora_alpha"})
+    if unknown:
+        raise ValueError(f"lora takes hyper-parameters rank and lora_alpha, not {unknown}")
+    if "rank" not in hyper:
+        if "lora_alpha" in hyper and budget is None:
+            raise BudgetError("lora needs a budget or a rank")
+        solved = plan_for(model, _surm_config("lowrank", budget, None, "lora", targets, nearest, 1.0, path, head))
+        hyper["rank"] = solved.hyper["rank"]
+    rank = int(hyper["rank"])
+    lora_alpha = float(hyper.get("lora_alpha", 2 * rank))
+    _prepare_surm(model, "lowrank", None, {"rank": rank}, "lora", targets, nearest, lora_alpha / rank, path, head)
+    return {"rank": rank, "lora_alpha": lora_alpha}, model.surm_plan.rows()
 
 
 # -- PEFT baselines ----------------------------------------------------------------------------------
@@ -155,7 +187,7 @@ def _peft_targets(model: nn.Module, targets: list[str] | str | None) -> tuple[li
     return [name for name, _ in layers], layers
 
 
-def _prepare_lora(model, budget, hyper, targets, nearest):
+def _prepare_peft_lora(model, budget, hyper, targets, nearest):
     from peft import LoraConfig, get_peft_model
 
     names, layers = _peft_targets(model, targets)
@@ -175,8 +207,11 @@ def _prepare_c3a(model, budget, hyper, targets, nearest):
         block = int(hyper["block_size"])
     else:
         block = budget_mod.solve("circulant", shapes, budget, nearest=nearest).hyper["block_size"]
-    peft_model = get_peft_model(model, C3AConfig(block_size=block, target_modules=names))
-    return peft_model, {"block_size": block}
+    # PEFT starts C3A's kernels from xavier noise; init_weights=True keeps them at zero, so C3A starts
+    # exactly at the pretrained model like every other method here (hyper init_weights overrides).
+    init = (hyper or {}).get("init_weights", True)
+    peft_model = get_peft_model(model, C3AConfig(block_size=block, target_modules=names, init_weights=init))
+    return peft_model, {"block_size": block, "init_weights": init}
 
 
 def lokr_count(in_features: int, out_features: int, rank: int, factor: int = -1) -> int:
@@ -301,10 +336,17 @@ def prepare(
         family = method.removeprefix("surm-")
         if family not in FAMILIES:
             raise ValueError(f"unknown method {method!r}")
-        _, knob, rows = _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path)
+        knob, rows = _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path, head)
         knob = {**knob, "mode": mode}
-    elif method in ("lora", "c3a", "lokr", "adapter"):
-        builder = {"lora": _prepare_lora, "c3a": _prepare_c3a, "lokr": _prepare_lokr, "adapter": _prepare_adapter}
+    elif method == "lora":
+        knob, rows = _prepare_lora(model, budget, hyper, targets, nearest, path, head)
+    elif method in ("peft-lora", "c3a", "lokr", "adapter"):
+        builder = {
+            "peft-lora": _prepare_peft_lora,
+            "c3a": _prepare_c3a,
+            "lokr": _prepare_lokr,
+            "adapter": _prepare_adapter,
+        }
         model, knob = builder[method](model, budget, hyper, targets, nearest)
     elif method == "bitfit":
         _unfreeze_where(model, lambda _m, _mod, p: p == "bias")
@@ -328,9 +370,59 @@ def prepare(
         lr=lr if lr is not None else info.lr,
         head=list(head),
         layers=rows,
+        targets=describe_targets(method, model, head),
     )
 
 
 def head_parameter_names(model: nn.Module, head: list[str]) -> set[str]:
     """Names of trainable parameters that belong to the classifier head (for its own learning rate)."""
     return {n for n, p in model.named_parameters() if p.requires_grad and any(f".{h}." in f".{n}" for h in head)}
+
+
+# -- what a method adapts -------------------------------------------------------------------------------
+
+
+def _pattern(name: str) -> str:
+    return re.sub(r"(?<=\.)\d+(?=\.)|^\d+(?=\.)", "*", name)
+
+
+def summarize_layers(names: list[str]) -> str:
+    """Module names grouped by their pattern over layer indices, slices merged:
+    ``blocks.0.attn.qkv[q]``, ``blocks.0.attn.qkv[v]``, ... -> ``blocks.*.attn.qkv[q,v] (x12)``."""
+    groups: dict[str, tuple[set[str], list[str]]] = {}
+    for name in names:
+        base, _, rest = name.partition("[")
+        layers, slices = groups.setdefault(_pattern(base), (set(), []))
+        layers.add(base)
+        if rest and rest[:-1] not in slices:
+            slices.append(rest[:-1])
+    parts = []
+    for pattern, (layers, slices) in groups.items():
+        sliced = f"[{','.join(slices)}]" if slices else ""
+        parts.append(f"{pattern}{sliced}" + (f" (x{len(layers)})" if len(layers) > 1 else ""))
+    return ", ".join(parts)
+
+
+def describe_targets(method: str, model: nn.Module, head: list[str]) -> str:
+    """The rows ``method`` adapts on ``model``, as a short human-readable string (excluding the head)."""
+    from .tuner import surm_layers
+
+    wrapped = surm_layers(model)
+    if wrapped:
+        names = [
+            name if slice_name in ("full", "adapter") else f"{name}[{slice_name}]"
+            for name, layer in wrapped.items()
+            for slice_name, _, _ in layer.slices
+        ]
+        where = "after " if next(iter(wrapped.values())).mode == "adapter" else ""
+        return where + summarize_layers(names)
+    if method == "adapter":
+        return "after " + summarize_layers([n for n, m in model.named_modules() if isinstance(m, HoulsbyAdapter)])
+    if method in ("peft-lora", "c3a", "lokr"):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        names = [n.removeprefix("base_model.model.") for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+        return summarize_layers(names)
+    return {"bitfit": "all biases", "layernorm": "all normalisation layers", "full": "every parameter"}.get(
+        method, "nothing (head only)"
+    )

@@ -160,6 +160,7 @@ def list_runs(root: str | Path = "runs"):
                 "task": cfg.get("task"),
                 "method": cfg.get("method"),
                 "mode": cfg.get("mode"),
+                "targets": s.get("targets"),
                 "trainable_params": s.get("trainable_params"),
                 "total_params": s.get("total_params"),
                 "metric": s.get("metric"),
@@ -171,7 +172,7 @@ def list_runs(root: str | Path = "runs"):
             }
         )
     columns = [
-        "run", "status", "backbone", "task", "method", "mode", "trainable_params", "total_params",
+        "run", "status", "backbone", "task", "method", "mode", "targets", "trainable_params", "total_params",
         "metric", "best", "final", "wall_time_s", "reason", "path",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)

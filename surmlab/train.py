@@ -135,6 +135,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build_backbone(config: TrainConfig, num_labels: int) -> Backbone:
+    """The run's backbone; seeded, so a randomly initialised one is rebuilt identically at prediction."""
+    torch.manual_seed(config.seed)
     return load_backbone(
         config.backbone,
         num_labels,
@@ -332,6 +334,7 @@ class Job:
             "config": asdict(self.config),
             "metric": task.metric,
             "method": prepared.describe(),
+            "targets": prepared.targets,
             "hyper": prepared.hyper,
             "trainable_params": prepared.trainable,
             "method_params": prepared.budget_params,

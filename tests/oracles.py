@@ -92,7 +92,7 @@ def oracle_dense(m) -> np.ndarray:
 
 
 def expected_count(family: str, out_features: int, in_features: int, hyper: dict) -> int:
-    """Closed-form parameter count from the family table in DESIGN.md."""
+    """Closed-form parameter count from the README's family table."""
     if family in ("circulant", "symmetric_toeplitz", "toeplitz", "ldr"):
         n = hyper["block_size"]
         blocks = (out_features // n) * (in_features // n)

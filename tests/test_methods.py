@@ -1,12 +1,15 @@
 """Every method is prepared by one call; counts are checked against the real modules and PEFT."""
 
+import copy
+
 import pytest
 import timm
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from surmlab.budget import BudgetError
-from surmlab.methods import METHODS, lokr_count, prepare
+from surmlab.methods import METHODS, lokr_count, prepare, summarize_layers
+from surmlab.tuner import surm_layers
 
 
 def tiny_vit():
@@ -44,8 +47,8 @@ def test_every_method_prepares_with_exact_counts_on_vit(method):
     assert prepared.budget_params == trainable - prepared.head_params
     if budgeted:
         assert 0 < prepared.budget_params <= BUDGET
-    if method != "c3a":  # PEFT's C3A starts from a non-zero (xavier) kernel by design
-        torch.testing.assert_close(prepared.model(x), before, rtol=0, atol=1e-6)
+    # every method starts exactly at the pretrained model (PEFT's C3A included: its kernel starts at zero)
+    torch.testing.assert_close(prepared.model(x), before, rtol=0, atol=1e-6)
     # the head and the method's own parameters learn: one step moves the output
     opt = torch.optim.SGD([p for p in prepared.model.parameters() if p.requires_grad], lr=0.5)
     prepared.model(x).square().sum().backward()
@@ -100,3 +103,127 @@ def test_bad_method_inputs_get_clear_errors():
         prepare("linear-probe", tiny_vit(), head=["classifier"])
     with pytest.raises(ValueError, match="mode 'adapter' applies to surm-\\* methods only"):
         prepare("lora", tiny_vit(), head=["head"], budget=2000, mode="adapter")
+
+
+# -- fair baselines --------------------------------------------------------------------------------------
+
+
+def adapted_rows(prepared):
+    """``{layer name: [(start, stop), ...]}`` of the rows each wrapped layer adapts."""
+    return {n: [(a, b) for _, a, b in layer.slices] for n, layer in surm_layers(prepared.model).items()}
+
+
+def test_lora_adapts_exactly_the_rows_surm_adapts_on_a_fused_qkv():
+    """On timm's fused qkv both adapt only the q and v thirds: the k rows never change."""
+    lora = prepare("lora", tiny_vit(), head=["head"], budget=BUDGET)
+    surm = prepare("surm-circulant", tiny_vit(), head=["head"], budget=BUDGET)
+    d = 64
+    assert (
+        adapted_rows(lora) == adapted_rows(surm) == {f"blocks.{i}.attn.qkv": [(0, d), (2 * d, 3 * d)] for i in (0, 1)}
+    )
+    assert lora.targets == surm.targets == "blocks.*.attn.qkv[q,v] (x2)"
+    # rank r on q and v of 2 layers: r * (64 + 64) * 4
+    assert lora.budget_params == lora.hyper["rank"] * 128 * 4 <= BUDGET
+    # after a training step the merged k rows equal the pretrained ones, q and v rows moved
+    base = tiny_vit().blocks[0].attn.qkv.weight.detach().clone()
+    x = torch.randn(2, 3, 32, 32)
+    opt = torch.optim.SGD([p for p in lora.model.parameters() if p.requires_grad], lr=0.5)
+    for _ in range(2):  # B starts at zero: the first step moves B, the second A and the product
+        opt.zero_grad()
+        lora.model(x).square().sum().backward()
+        opt.step()
+    delta = surm_layers(lora.model)["blocks.0.attn.qkv"].delta_weight()
+    assert delta[d : 2 * d].abs().max() == 0 and delta[:d].abs().max() > 0 and delta[2 * d :].abs().max() > 0
+    assert torch.equal(lora.model.blocks[0].attn.qkv.base_layer.weight, base)
+
+
+def test_lora_equals_peft_lora_on_an_unfused_model():
+    """Oracle: PEFT's own LoRA on BERT's separate query/value layers. With the same A and B the two
+    give the same outputs and the same gradients (scaling lora_alpha / r = 2 on both)."""
+    ours = prepare("lora", tiny_bert(), head=["classifier"], hyper={"rank": 3})
+    peft = prepare("peft-lora", tiny_bert(), head=["classifier"], hyper={"rank": 3})
+    assert ours.hyper == {"rank": 3, "lora_alpha": 6.0} and peft.hyper == {"rank": 3, "lora_alpha": 6}
+    assert ours.budget_params == peft.budget_params == 3 * 96 * 4
+    assert (
+        ours.targets
+        == peft.targets
+        == ("bert.encoder.layer.*.attention.self.query (x2), bert.encoder.layer.*.attention.self.value (x2)")
+    )
+    torch.manual_seed(1)
+    peft_modules = {n.removeprefix("base_model.model."): m for n, m in peft.model.named_modules()}
+    for name, layer in surm_layers(ours.model).items():
+        lowrank = layer.updates["full"]
+        peft_layer = peft_modules[name]
+        # LoRA's initialisation: A Kaiming-uniform (bound 1/sqrt(in) for a=sqrt(5)), B zero
+        assert lowrank.a.abs().max() <= 1 / 48**0.5 and lowrank.b.abs().max() == 0
+        with torch.no_grad():
+            peft_layer.lora_A["default"].weight.copy_(torch.randn(3, 48))
+            peft_layer.lora_B["default"].weight.copy_(torch.randn(48, 3) * 0.1)
+            lowrank.a.copy_(peft_layer.lora_A["default"].weight)
+            lowrank.b.copy_(peft_layer.lora_B["default"].weight)
+    ids = torch.randint(0, 100, (2, 7))
+    out_ours, out_peft = ours.model(input_ids=ids).logits, peft.model(input_ids=ids).logits
+    torch.testing.assert_close(out_ours, out_peft, rtol=1e-5, atol=1e-6)
+    out_ours.square().sum().backward()
+    out_peft.square().sum().backward()
+    for name, layer in surm_layers(ours.model).items():
+        peft_layer = peft_modules[name]
+        torch.testing.assert_close(layer.updates["full"].b.grad, peft_layer.lora_B["default"].weight.grad)
+        torch.testing.assert_close(layer.updates["full"].a.grad, peft_layer.lora_A["default"].weight.grad)
+
+
+def test_lora_alpha_sets_the_scale():
+    prepared = prepare("lora", tiny_bert(), head=["classifier"], hyper={"rank": 4, "lora_alpha": 2})
+    assert {layer.alpha for layer in surm_layers(prepared.model).values()} == {0.5}
+    with pytest.raises(ValueError, match=r"lora takes hyper-parameters rank and lora_alpha, not \['r'\]"):
+        prepare("lora", tiny_bert(), head=["classifier"], hyper={"r": 4})
+
+
+def test_all_linear_through_prepare_leaves_the_head_out():
+    prepared = prepare("surm-circulant", tiny_vit(), head=["head"], budget=20_000, targets="all-linear")
+    wrapped = surm_layers(prepared.model)
+    assert "head" not in wrapped and len(wrapped) == 2 * 4  # qkv, proj, fc1, fc2 per block
+    assert prepared.model.surm_plan.hyper["block_size"] > 1
+    assert prepared.head_params == head_count(tiny_vit(), "head")
+
+
+def test_surm_adapter_files_carry_the_head(tmp_path):
+    """What ``prepare`` injects saves the classifier head inside the adapter file."""
+    from surmlab import load_adapter, save_adapter
+
+    prepared = prepare("surm-circulant", tiny_vit(), head=["head"], budget=BUDGET)
+    with torch.no_grad():
+        for p in prepared.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    save_adapter(prepared.model, tmp_path)
+    x = torch.randn(2, 3, 32, 32)
+    fresh = load_adapter(tiny_vit(), tmp_path)
+    torch.testing.assert_close(fresh(x), prepared.model(x), rtol=0, atol=0)
+
+
+def test_summarize_layers_groups_indices_and_slices():
+    names = [f"blocks.{i}.attn.qkv[{s}]" for i in range(3) for s in "qv"] + ["head"]
+    assert summarize_layers(names) == "blocks.*.attn.qkv[q,v] (x3), head"
+    assert copy.deepcopy(prepare("bitfit", tiny_vit(), head=["head"]).targets) == "all biases"
+    assert prepare("linear-probe", tiny_vit(), head=["head"]).targets == "nothing (head only)"
+
+
+def test_cli_targets_all_linear_is_every_linear_layer(capsys):
+    """``--targets all-linear`` is the keyword, not a module suffix (which would match nothing)."""
+    from surmlab.cli import _train_config, build_parser
+    from surmlab.cli import main as cli
+
+    args = build_parser().parse_args(["train", "--targets", "all-linear"])
+    assert _train_config(args).targets == "all-linear"
+    assert _train_config(build_parser().parse_args(["train", "--targets", "query", "value"])).targets == [
+        "query",
+        "value",
+    ]
+    code = cli(["budget", "--backbone", "tiny-bert", "--method", "surm-circulant", "--budget", "20k"] +
+               ["--targets", "all-linear"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    rows = [line.split()[0] for line in out.splitlines() if line.startswith("model.")]
+    assert len(rows) == 2 * 6 and not any("classifier" in r for r in rows)  # 6 linears per layer, not the head
+    assert "16,384 method + 130 head" in out

@@ -149,7 +149,7 @@ def test_zero_at_init_with_nonzero_gradient(family, shape):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_parameter_counts(family, shape):
-    """numel == num_parameters == budget.layer_count == the closed form of DESIGN.md's table."""
+    """numel == num_parameters == budget.layer_count == the closed form of the README's family table."""
     out_features, in_features = shape
     m = make(family, in_features, out_features, **hyper_for(family, shape))
     actual = sum(p.numel() for p in m.parameters())

@@ -180,6 +180,7 @@ def train_row(**config: Any) -> dict[str, Any]:
         "mode": cfg.mode if cfg.method.startswith("surm-") else "",  # mode is a SURM setting
         "seed": cfg.seed,
         "hyper": str(summary.get("hyper", "")),
+        "targets": summary.get("targets"),
         "method_params": summary.get("method_params"),
         "trainable_params": summary.get("trainable_params"),
         "metric": metric,

@@ -77,4 +77,6 @@ def pivot(table: pd.DataFrame, value: str = "best") -> pd.DataFrame:
     """Methods x tasks (mean over seeds), with the method's trainable-parameter count."""
     wide = table.pivot_table(index="method", columns="task", values=value, aggfunc="mean")
     wide.insert(0, "method_params", table.groupby("method")["method_params"].first())
+    if "targets" in table:  # records written before targets were recorded lack the column
+        wide.insert(1, "targets", table.groupby("method")["targets"].first())
     return wide.sort_values("method_params")
