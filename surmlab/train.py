@@ -322,8 +322,9 @@ class Job:
         checkpoint = self.run_dir.checkpoint_dir
         if (checkpoint / "state.json").exists():
             load_weights(acc.unwrap_model(self.model), checkpoint)
-            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-            self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
+            # weights_only: a crafted run folder must not run code (tensors and plain values only)
+            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+            self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
             self.state = read_json(checkpoint / "state.json")
 
     # -- records ---------------------------------------------------------------------------------------------

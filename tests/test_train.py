@@ -181,6 +181,26 @@ def test_stop_file_then_resume_continues_from_the_saved_step(tmp_path):
     assert len(list(tmp_path.iterdir())) == 1
 
 
+class Payload:
+    """What a crafted checkpoint would carry: unpickling it runs code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_code_from_a_run_folder(tmp_path):
+    summary = train(small(runs_dir=str(tmp_path / "runs"), max_steps=2), progress=False)
+    run = RunDir(summary["run_dir"])
+    marker = tmp_path / "code-ran"
+    torch.save({"state": Payload(marker)}, run.checkpoint_dir / "optimizer.pt")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        train(TrainConfig(), resume=run.path, progress=False)
+    assert not marker.exists()
+
+
 def test_nan_loss_marks_the_run_failed(tmp_path):
     with pytest.raises(TrainingFailed, match="loss became nan at step 1"):
         train(small(lr=float("nan"), max_steps=5, runs_dir=str(tmp_path)), progress=False)
