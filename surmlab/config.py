@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,16 @@ class SurmConfig:
             raise ValueError("qkv_slices apply to the lora mode; adapter mode wraps whole output layers")
         if isinstance(self.target_modules, list) and not self.target_modules:
             raise ValueError("target_modules is empty; give suffixes, a regex, 'all-linear' or None")
+        spec = self.target_modules
+        if not (
+            spec is None or isinstance(spec, str) or (isinstance(spec, list) and all(isinstance(t, str) for t in spec))
+        ):
+            raise ValueError(
+                f"target_modules must be a list of suffixes, a regex string, 'all-linear' or None; got {spec!r}"
+            )
+        alpha = self.alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
+            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

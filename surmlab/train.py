@@ -83,11 +83,29 @@ class TrainConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         if self.mixed_precision not in PRECISIONS:
             raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; known: {', '.join(PRECISIONS)}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        # One validation for the CLI, the Python API and the app: each builds a TrainConfig.
+        counts = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "max_length")
+        optional_counts = ("max_steps", "shots_per_class", "max_train", "max_eval", "image_size")
+        for name in counts + optional_counts:
+            value = getattr(self, name)
+            if value is None and name in optional_counts:
+                continue
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        for name in ("lr", "head_lr"):
+            value = getattr(self, name)
+            if not (value is None and name == "lr") and not (_is_real(value) and 0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        for name in ("weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (_is_real(value) and 0 <= value < math.inf):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (_is_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if self.train_fraction is not None and not (_is_real(self.train_fraction) and 0 < self.train_fraction <= 1):
+            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
+        if not (_is_real(self.alpha) and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -95,6 +113,14 @@ class TrainConfig:
 
     def run_name(self) -> str:
         return self.name or f"{self.method}-{self.backbone}-{self.task}".replace("/", "-")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 class StopRequested:

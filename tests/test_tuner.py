@@ -515,6 +515,10 @@ def test_unknown_family_lists_known():
         ("target_modules", [], "target_modules is empty"),
         ("qkv_slices", {"attn.qkv": ["x"]}, "distinct slices among q, k, v"),
         ("qkv_slices", {"attn.qkv": ["q", "q"]}, "distinct slices among q, k, v"),
+        ("alpha", "big", "alpha must be a finite number, got 'big'"),
+        ("alpha", float("nan"), "alpha must be a finite number, got nan"),
+        ("target_modules", 5, "target_modules must be a list of suffixes, a regex string, 'all-linear' or None; got 5"),
+        ("target_modules", ["query", 3], "target_modules must be a list of suffixes"),
     ],
 )
 def test_config_validation(field, value, pattern):

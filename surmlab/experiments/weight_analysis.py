@@ -4,8 +4,8 @@ the data. One backbone and task are fine-tuned with ``full`` (the reference) and
 
 Per adapted layer (the preset's targets, e.g. query and value of every attention block):
 ``one_minus_cos`` is ``1 - cos(W_ft, W_0)`` between the fine-tuned weight and the pretrained one,
-flattened; for SURM and LoRA ``W_ft`` is the merged ``W_0 + delta`` (``surmlab.merge`` / PEFT's
-``merge_and_unload``), for ``full`` the trained weight. ``rel_change`` is ``||W_ft - W_0|| / ||W_0||``.
+flattened; for SURM and LoRA ``W_ft`` is the merged ``W_0 + delta`` (``surmlab.merge``; PEFT's
+``merge_and_unload`` for PEFT methods), for ``full`` the trained weight. ``rel_change`` is ``||W_ft - W_0|| / ||W_0||``.
 ``cka_vs_full`` is linear CKA between the pooled encoder representations (masked mean, or the
 [CLS] token with ``pooling="cls"``) of the eval set under the fully fine-tuned model and under the
 row's model (1 for ``full`` itself); ``cka_vs_pretrained`` compares each model with the untrained one.
