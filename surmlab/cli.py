@@ -81,6 +81,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     h.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, default=None)
 
 
+def _hyper(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hyper {text!r} is not JSON ({err.msg}); write e.g. '{{\"block_size\": 64}}'") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--hyper {text!r} must be a JSON object, e.g. '{{\"rank\": 4}}'")
+    return value
+
+
 def _targets(values: list[str] | None) -> list[str] | str | None:
     """``--targets all-linear`` means every linear layer (except the head), not a suffix."""
     return "all-linear" if values == ["all-linear"] else values
@@ -91,7 +103,7 @@ def _train_config(args: argparse.Namespace):
 
     names = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in names}
-    values["hyper"] = json.loads(args.hyper) if args.hyper else {}
+    values["hyper"] = _hyper(args.hyper)
     values["targets"] = _targets(args.targets)
     return TrainConfig(**values)
 
@@ -129,7 +141,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     from .models import load_backbone
 
     backbone = load_backbone(args.backbone, args.num_labels, pretrained=False)
-    hyper = json.loads(args.hyper) if args.hyper else None
+    hyper = _hyper(args.hyper) or None
     prepared = prepare(
         args.method,
         backbone.model,
@@ -159,7 +171,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"no runs under {args.runs_dir}")
         return 0
     with pd.option_context("display.max_columns", 20, "display.width", 200):
-        print(table.drop(columns=["path", "reason"]).to_string(index=False))
+        print(table.drop(columns=["path", "reason", "targets"]).to_string(index=False))
+    reasons = table[table["reason"].notna()]
+    if not reasons.empty:
+        print()
+        for run, status, reason in zip(reasons["run"], reasons["status"], reasons["reason"], strict=True):
+            print(f"{run} ({status}): {reason}")
     return 0
 
 
@@ -253,10 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    from .train import TrainingFailed
+
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input: one clear line, no traceback.
+    except TrainingFailed as err:  # recorded in the run's summary; the user gets one line
+        print(f"surmlab {args.command}: training failed: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError, RuntimeError) as err:
+        # Bad input, a missing or unreadable file, an unreachable hub: one clear line, no traceback.
         print(f"surmlab {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -100,6 +100,28 @@ def method_info(name: str) -> Method:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None
 
 
+# Hyper-parameters each non-SURM method takes (a SURM family checks its own in ``resolve_hyper``).
+HYPER_KEYS: dict[str, tuple[str, ...]] = {
+    "lora": ("rank", "lora_alpha"),
+    "peft-lora": ("rank",),
+    "c3a": ("block_size", "init_weights"),
+    "lokr": ("rank", "decompose_factor"),
+    "adapter": ("bottleneck",),
+}
+
+
+def _check_hyper(method: str, hyper: dict[str, Any]) -> None:
+    if method.startswith("surm-") or not hyper:
+        return
+    keys = HYPER_KEYS.get(method, ())
+    if not keys:
+        raise ValueError(f"{method} has no hyper-parameters; got {sorted(hyper)}")
+    unknown = sorted(set(hyper) - set(keys))
+    needed = "rank" if "rank" in keys else keys[0]
+    if unknown or needed not in hyper:
+        raise ValueError(f"{method} takes hyper-parameters {', '.join(keys)} ({needed} required); got {sorted(hyper)}")
+
+
 # -- helpers -----------------------------------------------------------------------------------------
 
 
@@ -165,12 +187,7 @@ def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, p
 def _prepare_lora(model, budget, hyper, targets, nearest, path, head):
     """LoRA as the ``lowrank`` family in SURM's wrapper: the same rows as SURM, PEFT's init and scaling."""
     hyper = dict(hyper or {})
-    unknown = sorted(set(hyper) - {"rank", "lora_alpha"})
-    if unknown:
-        raise ValueError(f"lora takes hyper-parameters rank and lora_alpha, not {unknown}")
     if "rank" not in hyper:
-        if "lora_alpha" in hyper and budget is None:
-            raise BudgetError("lora needs a budget or a rank")
         solved = plan_for(model, _surm_config("lowrank", budget, None, "lora", targets, nearest, 1.0, path, head))
         hyper["rank"] = solved.hyper["rank"]
     rank = int(hyper["rank"])
@@ -329,6 +346,9 @@ def prepare(
         raise BudgetError(f"{method} has no size knob; drop the budget")
     if mode != "lora" and not method.startswith("surm-"):
         raise ValueError(f"mode {mode!r} applies to surm-* methods only")
+    if hyper and budget is not None:
+        raise BudgetError(f"give either hyper-parameters {hyper} or a budget ({budget}) for {method}, not both")
+    _check_hyper(method, hyper or {})
     _freeze(model)
     rows: list[dict[str, Any]] = []
     knob: dict[str, Any] = {}

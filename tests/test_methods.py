@@ -101,6 +101,12 @@ def test_bad_method_inputs_get_clear_errors():
         prepare("adapter", tiny_vit(), head=["head"], budget=10)
     with pytest.raises(ValueError, match="head \\['classifier'\\] matches no module"):
         prepare("linear-probe", tiny_vit(), head=["classifier"])
+    with pytest.raises(BudgetError, match=r"give either hyper-parameters \{'block_size': 8\} or a budget \(4k\)"):
+        prepare("surm-circulant", tiny_vit(), head=["head"], budget="4k", hyper={"block_size": 8})
+    with pytest.raises(ValueError, match=r"c3a takes hyper-parameters block_size, init_weights .*got \['blocksize'\]"):
+        prepare("c3a", tiny_vit(), head=["head"], hyper={"blocksize": 8})
+    with pytest.raises(ValueError, match=r"bitfit has no hyper-parameters; got \['rank'\]"):
+        prepare("bitfit", tiny_vit(), head=["head"], hyper={"rank": 8})
     with pytest.raises(ValueError, match="mode 'adapter' applies to surm-\\* methods only"):
         prepare("lora", tiny_vit(), head=["head"], budget=2000, mode="adapter")
 
@@ -175,7 +181,9 @@ def test_lora_equals_peft_lora_on_an_unfused_model():
 def test_lora_alpha_sets_the_scale():
     prepared = prepare("lora", tiny_bert(), head=["classifier"], hyper={"rank": 4, "lora_alpha": 2})
     assert {layer.alpha for layer in surm_layers(prepared.model).values()} == {0.5}
-    with pytest.raises(ValueError, match=r"lora takes hyper-parameters rank and lora_alpha, not \['r'\]"):
+    with pytest.raises(
+        ValueError, match=r"lora takes hyper-parameters rank, lora_alpha \(rank required\); got \['r'\]"
+    ):
         prepare("lora", tiny_bert(), head=["classifier"], hyper={"r": 4})
 
 

@@ -296,3 +296,20 @@ def test_predict_uses_the_trained_weights(tmp_path):
     scores = torch.tensor([score for _, _, score in out])
     torch.testing.assert_close(scores, trained.max(-1).values, rtol=1e-5, atol=1e-6)
     assert (scores - untrained.max(-1).values).abs().max() > 1e-3
+
+
+def test_cli_failures_are_one_line_with_the_reason(tmp_path, capsys):
+    base = ["train", "--backbone", "tiny-bert", "--max-train", "64", "--max-eval", "16", "--max-length", "16"]
+    base += ["--runs-dir", str(tmp_path)]
+    assert cli([*base, "--hyper", "{block_size: 8}"]) == 2
+    assert "--hyper '{block_size: 8}' is not JSON" in capsys.readouterr().err
+    assert cli([*base, "--hyper", '{"block_size": 8}', "--budget", "2k"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    code = cli([*base, "--method", "full", "--lr", "1e30", "--max-steps", "5"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    (line,) = [e for e in err.splitlines() if e.startswith("surmlab train")]
+    assert re.fullmatch(r"surmlab train: training failed: loss became (nan|inf) at step \d+", line)
+    assert cli(["runs", "--runs-dir", str(tmp_path)]) == 0
+    assert "(failed): loss became" in capsys.readouterr().out  # `surmlab runs` shows the reason
