@@ -68,6 +68,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         ("seed", int, "random seed"),
         ("alpha", float, "SURM lora-mode scale"),
         ("log_every", int, "write training metrics every this many steps"),
+        ("checkpoint_every", int, "optimiser steps between checkpoints (0: only at the end)"),
         ("eval_batch_size", int, "examples per evaluation batch"),
     ):
         h.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=defaults[name], help=text)
@@ -98,6 +99,15 @@ def _targets(values: list[str] | None) -> list[str] | str | None:
     return "all-linear" if values == ["all-linear"] else values
 
 
+def _given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training options given on the command line (those that differ from the defaults)."""
+    from .train import TrainConfig
+
+    defaults = build_parser().parse_args(["train"])
+    names = {f.name for f in fields(TrainConfig)} - {"runs_dir"}  # --runs-dir does not matter with --resume
+    return {k: v for k, v in vars(args).items() if k in names and v != getattr(defaults, k)}
+
+
 def _train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
@@ -120,7 +130,10 @@ def _print_result(summary: dict[str, Any]) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    summary = train(_train_config(args), resume=args.resume)
+    if args.resume is None:
+        summary = train(_train_config(args))
+    else:
+        summary = train(_train_config(args), resume=args.resume, overrides=_given_options(args))
     _print_result(summary)
     return 0 if summary["status"] in ("completed", "stopped") else 1
 

@@ -7,8 +7,11 @@ never leaves a half-written JSON behind. ``list_runs`` turns a folder of runs in
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
+import shutil
+import socket
 import subprocess
 import time
 from importlib import metadata
@@ -17,9 +20,12 @@ from typing import Any
 
 from .fileio import atomic_write, read_json, write_json
 
-__all__ = ["RunDir", "atomic_write", "list_runs", "read_json", "write_json"]
+__all__ = ["RunDir", "atomic_write", "list_runs", "pid_alive", "read_json", "write_json"]
 
 STATUSES = ("running", "completed", "stopped", "failed")
+# A "running" run whose trainer is gone: its process ended on this machine, or (another machine) its
+# heartbeat is older than this. ``list_runs`` shows it as "interrupted"; ``--resume`` continues it.
+HEARTBEAT_STALE_S = 600.0
 PACKAGES = ("surmlab", "torch", "timm", "transformers", "peft", "accelerate", "datasets")
 
 
@@ -46,6 +52,29 @@ def git_commit() -> str | None:
         return None
     commit = out.stdout.strip()
     return commit if out.returncode == 0 and commit else None
+
+
+def pid_alive(pid: int | None, token: str | None = None) -> bool:
+    """Whether ``pid`` runs and is not a zombie; on Linux also that its command line names ``token``
+    (a recycled pid then does not count as our job)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False
+            if token and token.encode() not in proc.joinpath("cmdline").read_bytes():
+                return False
+        except (OSError, IndexError):
+            return False
+    return True
 
 
 def slug(text: str) -> str:
@@ -115,6 +144,13 @@ class RunDir:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
 
+    def truncate_metrics(self, lines: int) -> None:
+        """Keep the first ``lines`` records (a resumed run drops what it logged after its checkpoint)."""
+        if not self.metrics_file.exists():
+            return
+        kept = self.metrics_file.read_text().splitlines(keepends=True)[:lines]
+        atomic_write(self.metrics_file, lambda tmp: Path(tmp).write_text("".join(kept)))
+
     def metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_file.exists():
             return []
@@ -140,6 +176,56 @@ class RunDir:
     def request_stop(self) -> None:
         self.stop_file.touch()
 
+    # -- liveness ------------------------------------------------------------------------------------
+    def mark_alive(self) -> dict[str, Any]:
+        """Record this process as the run's trainer, with a fresh heartbeat."""
+        return self.update_summary(pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
+
+    def trainer_alive(self, summary: dict[str, Any] | None = None) -> bool:
+        """Whether a "running" run still has a live trainer (see ``HEARTBEAT_STALE_S``)."""
+        summary = self.summary() if summary is None else summary
+        if summary.get("status") != "running":
+            return False
+        if summary.get("host") == socket.gethostname():
+            return pid_alive(summary.get("pid"))
+        return time.time() - float(summary.get("heartbeat") or 0) < HEARTBEAT_STALE_S
+
+    # -- checkpoints -----------------------------------------------------------------------------------
+    # checkpoint/step-<N>/ holds one complete checkpoint; checkpoint/latest.json names the newest. A
+    # checkpoint is written into a hidden folder and renamed into place before latest.json moves, so a
+    # crash at any point leaves the previous checkpoint intact and named.
+    def write_checkpoint(self, step: int, write: Any) -> Path:
+        """``write(folder)`` fills a new checkpoint for ``step``; then it becomes the latest."""
+        root = self.checkpoint_dir
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:09d}"
+        for stale in root.glob(".step-*.partial"):  # left by a crash or a full disk
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = root / f".{name}.partial"
+        partial.mkdir()
+        try:
+            write(partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        final = root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        write_json(root / "latest.json", {"step": step, "folder": name})
+        for old in root.glob("step-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder, if any (a run folder of an older layout: ``checkpoint/``)."""
+        root = self.checkpoint_dir
+        pointer = root / "latest.json"
+        if pointer.exists():
+            folder = root / read_json(pointer)["folder"]
+            return folder if folder.is_dir() else None
+        return root if (root / "state.json").exists() else None
+
 
 def list_runs(root: str | Path = "runs"):
     """All runs under ``root`` as a pandas DataFrame, newest first (one row per run)."""
@@ -152,10 +238,13 @@ def list_runs(root: str | Path = "runs"):
         except (OSError, json.JSONDecodeError):
             continue
         cfg = s.get("config", {})
+        status, reason = s.get("status"), s.get("reason")
+        if status == "running" and not RunDir(summary_file.parent).trainer_alive(s):
+            status, reason = "interrupted", "the trainer ended without recording an outcome; --resume continues it"
         rows.append(
             {
                 "run": summary_file.parent.name,
-                "status": s.get("status"),
+                "status": status,
                 "backbone": cfg.get("backbone"),
                 "task": cfg.get("task"),
                 "method": cfg.get("method"),
@@ -167,7 +256,7 @@ def list_runs(root: str | Path = "runs"):
                 "best": (s.get("best_metrics") or {}).get(s.get("metric") or ""),
                 "final": (s.get("final_metrics") or {}).get(s.get("metric") or ""),
                 "wall_time_s": s.get("wall_time_s"),
-                "reason": s.get("reason"),
+                "reason": reason,
                 "path": str(summary_file.parent),
             }
         )

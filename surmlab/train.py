@@ -5,7 +5,8 @@ creates the run directory, then trains with AdamW and a warm-up + cosine/linear 
 evaluates each epoch, tracks the best checkpoint, and writes per-step metrics to JSONL. A stop
 request (SIGINT/SIGTERM or a ``STOP`` file in the run directory) finishes the current step, saves
 and marks the run ``stopped``; ``resume`` continues from the saved step. A NaN/inf loss or any
-exception marks the run ``failed`` with the reason.
+exception marks the run ``failed`` with the reason, and so does a loss that diverges
+(``DIVERGENCE_FACTOR`` times the first step's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ from .runs import RunDir, atomic_write, git_commit, package_versions, read_json,
 from .tuner import save_adapter, surm_layers
 
 SCHEDULES = ("cosine", "linear", "constant")
+# A loss this many times the first step's is a diverged run, not a result: it ends "failed".
+DIVERGENCE_FACTOR = 100.0
 PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -77,6 +80,7 @@ class TrainConfig:
     log_with: str | None = None
     cpu: bool = False
     log_every: int = 10
+    checkpoint_every: int = 50  # optimiser steps between checkpoints (0: only when the run ends or stops)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -106,6 +110,8 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
         if not (_is_real(self.alpha) and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be a whole number >= 0, got {self.checkpoint_every!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -121,6 +127,11 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+# What ``--resume`` may change: how long the run goes on and how often it reports. Everything else
+# defines the run and stays as it was saved.
+RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "checkpoint_every")
 
 
 class StopRequested:
@@ -300,13 +311,15 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torc
 class Job:
     """One training run: built by ``Job.start`` (validation first, then the run directory), run by ``run``."""
 
-    def __init__(self, config: TrainConfig, resume: str | Path | None, progress: bool) -> None:
+    def __init__(
+        self, config: TrainConfig, resume: str | Path | None, progress: bool, overrides: dict[str, Any] | None = None
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
         from torch.utils.data import DataLoader
 
         if resume is not None:
-            config = TrainConfig.from_dict(RunDir(resume).config()["train"])
+            config = resumed_config(RunDir(resume), overrides or {})
         self.config, self.progress = config, progress
         self.accelerator = acc = Accelerator(
             cpu=config.cpu,
@@ -333,6 +346,9 @@ class Job:
             batch_size=config.batch_size,
             shuffle=True,
             collate_fn=make_collate(task, backbone, config.max_length, train=True),
+            # its own generator: starting an epoch's iterator then draws nothing from the global RNG, whose
+            # state (dropout) a checkpoint saves and a resume restores
+            generator=torch.Generator().manual_seed(config.seed),
         )
         eval_loader = DataLoader(
             task.eval, batch_size=config.eval_batch_size, collate_fn=make_collate(task, backbone, config.max_length)
@@ -344,14 +360,21 @@ class Job:
         self.model, self.optimizer, self.train_loader, self.eval_loader, self.scheduler = acc.prepare(
             self.prepared.model, optimizer, train_loader, eval_loader, scheduler
         )
-        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "best": None, "best_metrics": None, "history": []}
-        checkpoint = self.run_dir.checkpoint_dir
-        if (checkpoint / "state.json").exists():
+        self.state: dict[str, Any] = {
+            "step": 0, "epoch": 0, "best": None, "best_metrics": None, "history": [], "metrics_lines": 0,
+        }  # fmt: skip
+        self.pending_rng: dict[str, Any] | None = None  # restored when the data iterator exists (see epoch)
+        checkpoint = self.run_dir.latest_checkpoint()
+        if checkpoint is not None:
             load_weights(acc.unwrap_model(self.model), checkpoint)
             # weights_only: a crafted run folder must not run code (tensors and plain values only)
             self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
             self.scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
             self.state = read_json(checkpoint / "state.json")
+            if (checkpoint / RNG_FILE).exists() and acc.num_processes == 1:
+                self.pending_rng = read_rng_state(checkpoint, self.state)
+            if self.is_main and "metrics_lines" in self.state:  # drop what was logged after the checkpoint
+                self.run_dir.truncate_metrics(self.state["metrics_lines"])
 
     # -- records ---------------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -381,6 +404,7 @@ class Job:
         }
 
     def log(self, record: dict[str, Any], prefix: str) -> None:
+        self.state["metrics_lines"] = self.state.get("metrics_lines", 0) + 1
         if self.is_main:
             self.run_dir.log(record)
             if self.config.log_with:
@@ -396,14 +420,20 @@ class Job:
             save_weights(self.accelerator.unwrap_model(self.model), folder)
 
     def checkpoint(self) -> None:
-        """Everything ``resume`` needs, plus the latest weights in ``adapter/``."""
+        """Everything ``resume`` needs (weights, optimiser, schedule, RNG, loop state), written so that a
+        crash keeps the previous checkpoint; plus the latest weights in ``adapter/``."""
         if self.is_main:
-            folder = self.run_dir.checkpoint_dir
-            self.save(folder)
-            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
-            write_json(folder / "state.json", self.state)
+
+            def write(folder: Path) -> None:
+                self.save(folder)
+                torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+                torch.save(self.scheduler.state_dict(), folder / "scheduler.pt")
+                write_rng_state(folder, self.state)
+                write_json(folder / "state.json", self.state)
+
+            self.run_dir.write_checkpoint(self.state["step"], write)
             self.save(self.run_dir.adapter_dir)
+            self.run_dir.mark_alive()
         self.accelerator.wait_for_everyone()
 
     # -- training ---------------------------------------------------------------------------------------------
@@ -413,8 +443,15 @@ class Job:
         with acc.accumulate(self.model):
             labels = batch.pop("labels")
             loss = loss_fn(self.model(**batch), labels, self.task.num_labels)
-            if not torch.isfinite(loss):
-                raise TrainingFailed(f"loss became {loss.item()} at step {self.state['step']}")
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingFailed(f"loss became {value} at step {self.state['step']}")
+            first = self.state.setdefault("first_loss", value)
+            if value > DIVERGENCE_FACTOR * max(first, 1e-3):
+                raise TrainingFailed(
+                    f"loss diverged: {value:.4g} at step {self.state['step']}, over {DIVERGENCE_FACTOR:g}x the first "
+                    f"step's {first:.4g} (learning rate too high?)"
+                )
             acc.backward(loss)
             if acc.sync_gradients and config.max_grad_norm:
                 acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
@@ -430,8 +467,12 @@ class Job:
         self.train_loader.set_epoch(epoch)
         done = state["step"] - epoch * self.steps_per_epoch
         loader = acc.skip_first_batches(self.train_loader, done * config.grad_accum) if done else self.train_loader
+        batches = iter(loader)
+        if self.pending_rng is not None:  # resumed: the RNG as it was right after the checkpointed step
+            restore_rng_state(self.pending_rng)
+            self.pending_rng = None
         tick, seen = time.time(), 0
-        for batch in loader:
+        for batch in batches:
             seen += len(batch["labels"]) * acc.num_processes
             loss = self.step(batch)
             if not acc.sync_gradients:
@@ -450,9 +491,13 @@ class Job:
                 }
                 self.log(record, "train")
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
+                if self.is_main:
+                    self.run_dir.mark_alive()
                 tick, seen = time.time(), 0
             if state["step"] >= self.total_steps or stop:
                 break
+            if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+                self.checkpoint()
         if state["step"] >= (epoch + 1) * self.steps_per_epoch:
             state["epoch"] = epoch + 1
 
@@ -475,6 +520,7 @@ class Job:
         if self.is_main:
             run.write_config({"train": asdict(self.config), "task": self.task_info(), "layers": self.prepared.layers})
             run.update_summary(status="running", reason=None, **described)
+            run.mark_alive()
             if self.config.log_with:
                 acc.init_trackers(run.path.name, config={k: str(v) for k, v in asdict(self.config).items()})
         started = time.time() - state.get("elapsed", 0.0)
@@ -531,10 +577,68 @@ class Job:
         }
 
 
-def train(config: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run one training job and return its summary. With ``resume``, continue that run directory
-    (its saved config wins over ``config``)."""
-    return Job(config, resume, progress).run()
+def train(
+    config: TrainConfig,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one training job and return its summary. With ``resume``, continue that run directory from
+    its latest checkpoint: its saved config wins over ``config``, except for ``overrides`` among
+    ``RESUME_OPTIONS`` (e.g. ``{"max_steps": 40}`` to train longer)."""
+    return Job(config, resume, progress, overrides).run()
+
+
+def resumed_config(run: RunDir, overrides: dict[str, Any]) -> TrainConfig:
+    """The saved configuration of ``run`` with ``overrides``; refuses a run whose trainer is alive."""
+    if not run.config_file.exists():
+        raise FileNotFoundError(f"{run.path} is not a run directory (no config.json)")
+    refused = sorted(set(overrides) - set(RESUME_OPTIONS))
+    if refused:
+        raise ValueError(
+            f"cannot change {', '.join(refused)} when resuming {run.path.name}: they define the run; "
+            f"resuming may change only {', '.join(RESUME_OPTIONS)}"
+        )
+    summary = run.summary()
+    if run.trainer_alive(summary):
+        raise ValueError(f"{run.path.name} is being trained by process {summary.get('pid')}; stop it before resuming")
+    run.stop_file.unlink(missing_ok=True)  # a stop asked of the earlier trainer, not of this one
+    return replace(TrainConfig.from_dict(run.config()["train"]), **overrides)
+
+
+# -- random-number state, saved with each checkpoint ------------------------------------------------------
+
+RNG_FILE = "rng.safetensors"
+
+
+def write_rng_state(folder: Path, state: dict[str, Any]) -> None:
+    """torch's (CPU and CUDA) generators as tensors; Python's and NumPy's scalars into ``state``."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, t in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = t
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
+    state["rng"] = {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+    atomic_write(folder / RNG_FILE, lambda tmp: save_file(tensors, tmp))
+
+
+def read_rng_state(folder: Path, state: dict[str, Any]) -> dict[str, Any]:
+    return {"tensors": load_file(str(folder / RNG_FILE)), **state.get("rng", {})}
+
+
+def restore_rng_state(saved: dict[str, Any]) -> None:
+    tensors = saved["tensors"]
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    if "python" in saved:
+        version, internal, gauss = saved["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in saved:
+        kind, pos, has_gauss, gauss = saved["numpy"]
+        np.random.set_state((kind, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
 def _checksum(model: torch.nn.Module) -> float:

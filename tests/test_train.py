@@ -174,7 +174,7 @@ def test_stop_file_then_resume_continues_from_the_saved_step(tmp_path):
     assert stopped["status"] == "stopped" and stopped["reason"] == "stop requested"
     assert 0 < stopped["step"] < 80
     assert (run.adapter_dir / "adapter_model.safetensors").exists()  # a usable adapter was saved
-    run.stop_file.unlink()
+    assert run.stop_file.exists()  # resuming removes it: the stop was asked of the earlier trainer
 
     summary = train(TrainConfig(), resume=run.path, progress=False)
     assert summary["status"] == "completed" and summary["step"] == 80
@@ -197,19 +197,120 @@ def test_resume_never_unpickles_code_from_a_run_folder(tmp_path):
     summary = train(small(runs_dir=str(tmp_path / "runs"), max_steps=2), progress=False)
     run = RunDir(summary["run_dir"])
     marker = tmp_path / "code-ran"
-    torch.save({"state": Payload(marker)}, run.checkpoint_dir / "optimizer.pt")
+    torch.save({"state": Payload(marker)}, run.latest_checkpoint() / "optimizer.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
         train(TrainConfig(), resume=run.path, progress=False)
     assert not marker.exists()
 
 
+RESUMABLE = ["--backbone", "tiny-bert", "--method", "lora", "--budget", "2k", "--max-train", "480"]
+RESUMABLE += ["--max-eval", "32", "--max-length", "32", "--batch-size", "8", "--log-every", "1"]
+RESUMABLE += ["--checkpoint-every", "4", "--epochs", "2"]  # 120 steps over two epochs; tiny-bert has dropout
+
+
+def logged(run: RunDir) -> list[tuple]:
+    """What a run logged, without its timings: (step, loss, lr) per step and the evaluations."""
+    rows = []
+    for r in run.metrics():
+        if "loss" in r:
+            rows.append((r["step"], r["loss"], r["lr"]))
+        else:
+            rows.append(tuple(sorted((k, v) for k, v in r.items())))
+    return rows
+
+
+def test_kill_9_then_resume_logs_what_the_uninterrupted_run_logs(tmp_path):
+    """SIGKILL at some step: the run shows as interrupted, keeps its last checkpoint (every 4 steps), and
+    --resume continues it so that every logged loss, learning rate and evaluation equals the
+    uninterrupted run's, dropout and data order included."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    whole = subprocess.run([sys.executable, "-m", "surmlab", "train", *RESUMABLE, "--runs-dir", str(tmp_path / "a")],
+                           env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    (uninterrupted,) = (RunDir(p) for p in (tmp_path / "a").iterdir())
+
+    cmd = [sys.executable, "-m", "surmlab", "train", *RESUMABLE, "--runs-dir", str(tmp_path / "b")]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        runs = list((tmp_path / "b").glob("*/metrics.jsonl"))
+        if runs and sum(1 for _ in runs[0].open()) >= 70:  # past the first epoch's evaluation
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.kill()
+    proc.wait()
+    (run,) = (RunDir(p) for p in (tmp_path / "b").iterdir())
+    assert run.summary()["status"] == "running"  # the kill left no outcome...
+    row = list_runs(tmp_path / "b").iloc[0]
+    assert row["status"] == "interrupted" and "--resume" in row["reason"]  # ...and the table says why
+    checkpoint = run.latest_checkpoint()
+    assert checkpoint is not None and read_step(checkpoint) % 4 == 0 and read_step(checkpoint) > 60
+
+    # resumed in a process like the first (same thread count: reductions then add up in the same order)
+    resumed = subprocess.run([sys.executable, "-m", "surmlab", "train", "--resume", str(run.path)],
+                             env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = run.summary()
+    assert summary["status"] == "completed" and summary["step"] == 120
+    assert logged(run) == logged(uninterrupted)
+    assert summary["final_metrics"] == uninterrupted.summary()["final_metrics"]
+
+
+def read_step(checkpoint: Path) -> int:
+    return json.loads((checkpoint / "state.json").read_text())["step"]
+
+
+def test_resume_options_apply_or_are_refused_by_name(tmp_path, capsys):
+    summary = train(small(runs_dir=str(tmp_path), max_steps=4, log_every=1), progress=False)
+    run = RunDir(summary["run_dir"])
+    longer = train(TrainConfig(), resume=run.path, progress=False, overrides={"max_steps": 8})
+    assert longer["step"] == 8 and [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, 9))
+    assert run.config()["train"]["max_steps"] == 8
+    assert cli(["train", "--resume", str(run.path), "--lr", "0.01"]) == 2
+    assert "cannot change lr when resuming" in capsys.readouterr().err
+    assert cli(["train", "--resume", str(run.path), "--max-steps", "10", "--epochs", "2"]) == 0  # 8 per epoch
+    assert RunDir(run.path).summary()["step"] == 10
+    run.update_summary(status="running", pid=os.getpid())  # as if this process were training it
+    run.mark_alive()
+    with pytest.raises(ValueError, match=r"is being trained by process \d+; stop it before resuming"):
+        train(TrainConfig(), resume=run.path, progress=False)
+
+
+def test_checkpoints_replace_each_other_atomically(tmp_path):
+    run = RunDir(tmp_path)
+    run.write_checkpoint(4, lambda folder: (folder / "state.json").write_text('{"step": 4}'))
+
+    def fails(folder):
+        (folder / "state.json").write_text('{"step": 8}')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        run.write_checkpoint(8, fails)
+    assert read_step(run.latest_checkpoint()) == 4  # the half-written one never became the latest
+    run.write_checkpoint(12, lambda folder: (folder / "state.json").write_text('{"step": 12}'))
+    assert read_step(run.latest_checkpoint()) == 12
+    assert sorted(p.name for p in run.checkpoint_dir.iterdir() if not p.name.startswith(".")) == [
+        "latest.json",
+        "step-000000012",
+    ]
+
+
 def test_nan_loss_marks_the_run_failed(tmp_path):
-    with pytest.raises(TrainingFailed, match=r"loss became (nan|inf) at step \d+") as info:
+    with pytest.raises(TrainingFailed, match=r"loss (became (nan|inf)|diverged: \S+) at step \d+") as info:
         train(small(method="full", budget=None, lr=1e30, max_steps=5, runs_dir=str(tmp_path)), progress=False)
     (run_path,) = tmp_path.iterdir()
     summary = RunDir(run_path).summary()
     assert summary["status"] == "failed" and summary["reason"] == str(info.value)
     assert list_runs(tmp_path).loc[0, "status"] == "failed"
+
+
+def test_an_exploding_loss_is_a_failed_run_not_a_result(tmp_path):
+    config = small(method="surm-circulant", lr=1e6, head_lr=1e6, max_steps=20, runs_dir=str(tmp_path))
+    with pytest.raises(TrainingFailed, match=r"loss diverged: \S+ at step \d+, over 100x the first step's"):
+        train(config, progress=False)
+    (run_path,) = tmp_path.iterdir()
+    assert RunDir(run_path).summary()["status"] == "failed"
 
 
 @pytest.mark.parametrize(
@@ -310,6 +411,6 @@ def test_cli_failures_are_one_line_with_the_reason(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     (line,) = [e for e in err.splitlines() if e.startswith("surmlab train")]
-    assert re.fullmatch(r"surmlab train: training failed: loss became (nan|inf) at step \d+", line)
+    assert re.match(r"surmlab train: training failed: loss (became (nan|inf)|diverged: \S+) at step \d+", line)
     assert cli(["runs", "--runs-dir", str(tmp_path)]) == 0
-    assert "(failed): loss became" in capsys.readouterr().out  # `surmlab runs` shows the reason
+    assert "(failed): loss " in capsys.readouterr().out  # `surmlab runs` shows the reason

@@ -340,6 +340,7 @@ COLOURS = {
     "starting": "#2563eb",
     "queued": "#6b7280",
     "stopped": "#b45309",
+    "interrupted": "#b45309",
     "failed": "#b91c1c",
     "cancelled": "#6b7280",
     "idle": "#6b7280",

@@ -35,7 +35,7 @@ except ImportError:  # Windows: no advisory lock, one app per runs folder is the
     fcntl = None
 
 from ..fileio import read_json, write_json
-from ..runs import RunDir, slug
+from ..runs import RunDir, pid_alive, slug
 from ..train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -99,29 +99,6 @@ def config_to_args(config: TrainConfig) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
-
-
-def pid_alive(pid: int | None, token: str | None = None) -> bool:
-    """Whether ``pid`` runs and is not a zombie; on Linux also that its command line names ``token``
-    (a recycled pid then does not count as our job)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    if proc.is_dir():
-        try:
-            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return False
-            if token and token.encode() not in proc.joinpath("cmdline").read_bytes():
-                return False
-        except (OSError, IndexError):
-            return False
-    return True
 
 
 def describe_exit(code: int | None) -> str:
