@@ -9,6 +9,7 @@ and weight-space products live here once, for all families.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,7 @@ class SurmLinear(nn.Module):
         # merge()/unmerge() change the base weight in place; a forward in another thread must see the
         # weight and the ``merged`` flag change together, so both sides hold this lock.
         self._merge_lock = threading.RLock()
+        self._warned_merged = False
         out_features, in_features = base_layer.out_features, base_layer.in_features
         if mode == "adapter":
             self.slices = [("adapter", 0, out_features)]
@@ -137,6 +139,13 @@ class SurmLinear(nn.Module):
             s = F.linear(h, update.dense().to(h.dtype)) if empty or self.use_dense(h) else update(h)
             return h + ACTIVATION_FUNCTIONS[self.activation](s) + self.adapter_bias.to(h.dtype)
         if self.merged:
+            if self.training and torch.is_grad_enabled() and not self._warned_merged:
+                self._warned_merged = True
+                warnings.warn(
+                    "training a merged SURM layer: its update is folded into the frozen weight and gets no "
+                    "gradient; call unmerge() (surmlab.unmerge(model)) before training",
+                    stacklevel=2,
+                )
             return base(x)
         if empty or self.use_dense(x):
             weight = base.weight + self.delta_weight().to(base.weight.dtype)
@@ -174,6 +183,7 @@ class SurmLinear(nn.Module):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._merge_lock = threading.RLock()
+        self.__dict__.setdefault("_warned_merged", False)
 
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)

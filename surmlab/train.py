@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import from_dict
 from .data import Task, compute_metrics, load_task, make_collate
 from .methods import HEAD_LR, Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .runs import RunDir, atomic_write, git_commit, package_versions, read_json, write_json
-from .tuner import save_adapter, surm_layers
+from .tuner import read_safetensors, save_adapter, surm_layers
 
 SCHEDULES = ("cosine", "linear", "constant")
 # A loss this many times the first step's is a diverged run, not a result: it ends "failed".
@@ -269,7 +269,7 @@ def save_weights(model: torch.nn.Module, folder: Path) -> None:
 
 
 def load_weights(model: torch.nn.Module, folder: Path) -> None:
-    state = load_file(str(folder / "trainable.safetensors"))
+    state = read_safetensors(folder / "trainable.safetensors")
     params = dict(model.named_parameters())
     missing = [k for k in state if k not in params]
     if missing:
@@ -624,7 +624,7 @@ def write_rng_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 def read_rng_state(folder: Path, state: dict[str, Any]) -> dict[str, Any]:
-    return {"tensors": load_file(str(folder / RNG_FILE)), **state.get("rng", {})}
+    return {"tensors": read_safetensors(folder / RNG_FILE), **state.get("rng", {})}
 
 
 def restore_rng_state(saved: dict[str, Any]) -> None:

@@ -357,7 +357,24 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     file = Path(path) / CONFIG_FILE
     if not file.exists():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {path}: not a surmlab adapter directory")
-    return json.loads(file.read_text())
+    try:
+        meta = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); re-save the adapter") from None
+    missing = [k for k in ("config", "backbone", "layers") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ValueError(f"{file} lacks {', '.join(missing)}: not a surmlab adapter config")
+    return meta
+
+
+def read_safetensors(file: str | Path) -> dict[str, torch.Tensor]:
+    """``load_file`` with an error that names the file when it is truncated or not safetensors."""
+    try:
+        return load_file(str(file))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors raises its own SafetensorError (and OSError on short reads)
+        raise ValueError(f"{file} is not a readable safetensors file ({err}); was it cut short?") from None
 
 
 def _missing_heads(model: nn.Module, config: SurmConfig) -> list[str]:
@@ -375,7 +392,10 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
     without the classifier head the model has is refused unless ``allow_missing_head`` (the model's
     head is then used as it is, e.g. when it was pretrained)."""
     meta = read_adapter_config(path)
-    config = SurmConfig.from_dict(meta["config"])
+    try:
+        config = SurmConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{Path(path) / CONFIG_FILE}: {err}") from None
     backbone = backbone_name(model)
     if meta["backbone"] != backbone:
         raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
@@ -425,7 +445,7 @@ def _load_into_bare(model: nn.Module, path: str | Path, meta: dict[str, Any], co
             raise ValueError(
                 f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
             )
-    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    state = read_safetensors(Path(path) / WEIGHTS_FILE)
     inject(model, config)
     own = _adapter_state(model)
     for key, value in state.items():

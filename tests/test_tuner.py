@@ -4,6 +4,7 @@ import copy
 import json
 import math
 import re
+import warnings
 
 import pytest
 import timm
@@ -788,3 +789,34 @@ def test_save_adapter_writes_safetensors_and_json(tmp_path):
     assert meta["trainable_parameters"] == 4 * (4 * 4 * 16) + head
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     assert sum(math.prod(s) for s in meta["tensors"].values()) == meta["trainable_parameters"]
+
+
+def test_training_a_merged_model_warns():
+    model = inject(build_bert(), SurmConfig())
+    merge(model).train()
+    with pytest.warns(UserWarning, match=r"training a merged SURM layer.*unmerge\(\)"):
+        run(model, inputs("bert"))
+    unmerge(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(model, inputs("bert"))  # unmerged: no warning
+
+
+@pytest.mark.parametrize(
+    ("damage", "pattern"),
+    [
+        (lambda d: (d / "adapter_config.json").write_text("{not json"), r"adapter_config\.json is not valid JSON"),
+        (lambda d: (d / "adapter_config.json").write_text("{}"), r"adapter_config\.json lacks config, backbone"),
+        (
+            lambda d: (d / "adapter_model.safetensors").write_bytes(
+                (d / "adapter_model.safetensors").read_bytes()[:100]
+            ),
+            r"adapter_model\.safetensors is not a readable safetensors file",
+        ),
+    ],
+)
+def test_damaged_adapter_files_are_named(damage, pattern, tmp_path):
+    save_adapter(inject(build_bert(), SurmConfig()), tmp_path)
+    damage(tmp_path)
+    with pytest.raises(ValueError, match=pattern):
+        load_adapter(build_bert(), tmp_path)
