@@ -400,8 +400,15 @@ def _subsample(
 # -- sources ------------------------------------------------------------------------------------
 
 
+def _short(text: Any, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters: error messages never echo a file's content at length."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _missing_column(column: str, available: Sequence[str], where: str) -> ValueError:
-    return ValueError(f"column {column!r} not found in {where}; available columns: {', '.join(map(str, available))}")
+    shown = ", ".join(_short(c) for c in list(available)[:12]) + (", ..." if len(available) > 12 else "")
+    return ValueError(f"column {column!r} not found in {where}; available columns: {shown}")
 
 
 def _standardise(spec: Spec, split: datasets.Dataset, where: str) -> datasets.Dataset:
@@ -580,9 +587,34 @@ def _load_image_folder(root: Path) -> tuple[datasets.Dataset, datasets.Dataset, 
     return train, eval_, names, f"image folder {root} ({len(names)} classes): {how}"
 
 
+MAX_TABLE_BYTES = 2 * 2**30  # a CSV/TSV file larger than this is refused rather than read into memory
+MAX_TABLE_ROWS = 10_000_000
+
+
 def _read_table(path: Path, sep: str) -> pd.DataFrame:
+    """One CSV/TSV file, bounded in size and rows; every failure names the file, never its content."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise ValueError(f"{path} is {size / 2**30:.1f} GiB; tables up to {MAX_TABLE_BYTES / 2**30:.0f} GiB are read")
+    if size == 0:
+        raise ValueError(f"{path} is empty: give a header row and at least one row per class")
     kwargs = {"sep": sep, "quoting": csv.QUOTE_NONE} if sep == "\t" else {"sep": sep}
-    return pd.read_csv(path, **kwargs)
+    try:
+        frame = pd.read_csv(path, encoding="utf-8", nrows=MAX_TABLE_ROWS + 1, **kwargs)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (undecodable byte at offset {err.start}); save as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} holds no table (no header row)") from None
+    except pd.errors.ParserError as err:
+        kind = "TSV" if sep == "\t" else "CSV"
+        raise ValueError(f"{path} cannot be parsed as {kind}: {_short(err, 160)}") from None
+    if frame.empty:
+        raise ValueError(f"{path} has a header but no rows")
+    if len(frame) > MAX_TABLE_ROWS:
+        raise ValueError(f"{path} has more than {MAX_TABLE_ROWS:,} rows; subsample it first")
+    return frame
 
 
 def _table_labels(train: pd.Series, eval_: pd.Series) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
@@ -596,6 +628,18 @@ def _table_labels(train: pd.Series, eval_: pd.Series) -> tuple[np.ndarray, np.nd
     index = {v: i for i, v in enumerate(values)}
     to_ids = lambda s: s.map(index).to_numpy("int64")  # noqa: E731
     return to_ids(train), to_ids(eval_), [str(v) for v in values]
+
+
+def _check_classes(path: Path, labels: pd.Series) -> None:
+    """The lab's own split needs two examples of every class: one to train on, one to evaluate."""
+    counts = labels.value_counts()
+    single = [str(c) for c, n in counts.items() if n < 2]
+    if single:
+        shown = ", ".join(_short(c) for c in single[:5]) + (", ..." if len(single) > 5 else "")
+        raise ValueError(
+            f"{path}: {len(single)} class(es) with a single example ({shown}); each class needs at least 2 "
+            "for the train/eval split (or give train and test files)"
+        )
 
 
 def _load_table(
@@ -618,13 +662,25 @@ def _load_table(
         for column in (text, pair, label):
             if column is not None and column not in frame.columns:
                 raise _missing_column(column, list(frame.columns), str(path))
-    frames = [f.dropna(subset=[label]) for f in frames]
+    unlabelled = [int(f[label].isna().sum()) for f in frames]
+    if any(unlabelled):
+        counts = ", ".join(f"{n} of {len(f)}" for n, f in zip(unlabelled, frames, strict=True))
+        raise ValueError(
+            f"{path}: rows without a {label!r} value ({counts}); fill or remove them (nothing is dropped silently)"
+        )
     if len(frames) == 1:
         frame = frames[0]
         ids, _, names = _table_labels(frame[label], frame[label].iloc[:0])
+        if names is not None:
+            _check_classes(path, frame[label])
         train_idx, eval_idx = _split_indices(len(frame), None if names is None else ids)
         frames = [frame.iloc[train_idx], frame.iloc[eval_idx]]
     y_train, y_eval, names = _table_labels(frames[0][label], frames[1][label])
+    if names is not None and len(names) < 2:
+        raise ValueError(
+            f"{path}: column {label!r} has one class ({_short(names[0])}); a classifier needs at least two "
+            "(use float labels for a regression target)"
+        )
 
     def build(frame: pd.DataFrame, y: np.ndarray) -> datasets.Dataset:
         data = {"text": frame[text].fillna("").astype(str).tolist()}

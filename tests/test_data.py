@@ -311,6 +311,45 @@ def test_csv_and_tsv_user_data(tmp_path):
     assert reg.eval["text_pair"] == ["z"]
 
 
+def write_csv(path, text):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return f"csv:{path}"
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("", r"reviews\.csv is empty"),
+        ("body,sentiment\n", r"reviews\.csv has a header but no rows"),
+        (
+            "body,sentiment\n" + "".join(f"r{i},pos\n" for i in range(20)),
+            r"reviews\.csv: column 'sentiment' has one class",
+        ),
+        (
+            "body,sentiment\n" + "".join(f"r{i},{'' if i % 2 else 'pos'}\n" for i in range(20)),
+            r"reviews\.csv: rows without a 'sentiment' value \(10 of 20\)",
+        ),
+        (
+            "body,sentiment\n" + "".join(f"r{i},{'pos' if i % 2 else 'neg'}\n" for i in range(20)) + "lone,odd\n",
+            r"reviews\.csv: 1 class\(es\) with a single example \(odd\)",
+        ),
+        (b"body,sentiment\n\xff\xfe,pos\n", r"reviews\.csv is not UTF-8 text"),
+    ],
+    ids=["empty", "header-only", "one-class", "missing-labels", "singleton-class", "not-utf8"],
+)
+def test_bad_tables_are_refused_naming_the_file(tmp_path, content, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_task(write_csv(tmp_path / "reviews.csv", content), text_column="body", label_column="sentiment")
+
+
+def test_a_huge_header_is_not_echoed(tmp_path):
+    """A 10 MB line without a newline: the error names the file and a cut column name, not 10 MB."""
+    task = write_csv(tmp_path / "blob.csv", "x" * 10_000_000)
+    with pytest.raises(ValueError) as info:
+        load_task(task, text_column="body", label_column="sentiment")
+    assert "blob.csv" in str(info.value) and len(str(info.value)) < 500
+
+
 # -- subsampling ---------------------------------------------------------------------------------
 
 
