@@ -597,7 +597,7 @@ def _read_table(path: Path, sep: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} is not a regular file")
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
-        raise ValueError(f"{path} is {size / 2**30:.1f} GiB; tables up to {MAX_TABLE_BYTES / 2**30:.0f} GiB are read")
+        raise ValueError(f"{path} is {size:,} bytes; tables up to {MAX_TABLE_BYTES:,} bytes are read")
     if size == 0:
         raise ValueError(f"{path} is empty: give a header row and at least one row per class")
     kwargs = {"sep": sep, "quoting": csv.QUOTE_NONE} if sep == "\t" else {"sep": sep}

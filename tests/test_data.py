@@ -433,3 +433,14 @@ def test_image_collate_converts_grayscale(tiny_vit):
         assert batch["pixel_values"].shape == (6, 3, 32, 32) and batch["labels"].tolist() == mnist.train["label"]
     with pytest.raises(ValueError, match="image data but backbone"):
         make_collate(mnist, load_backbone("tiny-bert", 10))
+
+
+def test_tables_beyond_the_bounds_are_refused(tmp_path, monkeypatch):
+    rows = "body,sentiment\n" + "".join(f"r{i},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+    task = write_csv(tmp_path / "big.csv", rows)
+    monkeypatch.setattr(data, "MAX_TABLE_ROWS", 30)
+    with pytest.raises(ValueError, match=r"big\.csv has more than 30 rows"):
+        load_task(task, text_column="body", label_column="sentiment")
+    monkeypatch.setattr(data, "MAX_TABLE_BYTES", 100)
+    with pytest.raises(ValueError, match=r"big\.csv is \d+ bytes; tables up to 100 bytes"):
+        load_task(task, text_column="body", label_column="sentiment")
