@@ -543,9 +543,21 @@ def default_glue_dir() -> Path | None:
 # -- user data ------------------------------------------------------------------------------------
 
 
+MAX_IMAGE_FILES = 2_000_000  # an image folder with more files than this is refused (e.g. "folder:/")
+
+
 def _image_files(folder: Path) -> dict[str, list[Path]]:
     classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    found = {c.name: sorted(f for f in c.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) for c in classes}
+    found, seen = {}, 0
+    for c in classes:
+        files = []
+        for f in c.rglob("*"):
+            seen += 1
+            if seen > MAX_IMAGE_FILES:
+                raise ValueError(f"{folder} holds more than {MAX_IMAGE_FILES:,} files; point at a dataset folder")
+            if f.suffix.lower() in IMAGE_EXTENSIONS:
+                files.append(f)
+        found[c.name] = sorted(files)
     return {k: v for k, v in found.items() if v}
 
 

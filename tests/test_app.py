@@ -314,3 +314,25 @@ def test_glue_tasks_offered_offline_train_from_the_app(tmp_path):
     assert done.status == "completed", done.reason
     summary = RunDir(done.run_dir).summary()
     assert "GLUE TSV files" in summary["task_description"] and summary["train_examples"] == 64
+
+
+FORM_SMALL = {**TINY, "max_train": 16, "max_eval": 8, "max_length": 16, "batch_size": 8}
+
+
+def test_the_page_reads_data_only_under_the_data_roots(tmp_path, monkeypatch):
+    """csv:/etc/passwd, folder:/ or a link out of the allowed folder: refused before any job exists."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "reviews.csv").write_text("text,label\n" + "".join(f"r{i},{i % 2}\n" for i in range(20)))
+    (allowed / "escape").symlink_to("/etc")
+    lab = Lab(tmp_path / "runs", data_roots=[allowed])
+    for task in ("csv:/etc/passwd", "folder:/", f"csv:{allowed}/escape/passwd", f"csv:{allowed}/../x.csv"):
+        message = lab.start(Form(**{**FORM_SMALL, "task": task}))
+        assert message.startswith("**Cannot start:** csv:" if task.startswith("csv") else "**Cannot start:** folder:")
+        assert "--data-root" in message and "root:" not in message  # the file's content is never shown
+    assert lab.jobs.snapshot().current is None and not lab.jobs.snapshot().pending
+    message = lab.start(Form(**{**FORM_SMALL, "task": f"csv:{allowed / 'reviews.csv'}"}))
+    assert message.startswith("Started"), message
+    wait_for(lambda: (lab.jobs.poll(), lab.jobs.snapshot().current is None)[1], what="the allowed job to end")
+    monkeypatch.chdir(tmp_path)
+    assert Lab(tmp_path / "runs2").data_roots == [tmp_path.resolve(), (tmp_path / "runs2").resolve()]

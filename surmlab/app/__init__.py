@@ -27,14 +27,16 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
 
-def build_app(runs_dir: str | Path = "runs", *, watch: bool = True) -> gr.Blocks:
+def build_app(
+    runs_dir: str | Path = "runs", *, watch: bool = True, data_roots: list[str | Path] | None = None
+) -> gr.Blocks:
     """The page over ``runs_dir``; ``watch`` polls the job queue in a background thread, so queued
     jobs start even with no browser open. The handlers' state is at ``app.lab``."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline lab
     from .handlers import Lab
     from .ui import build
 
-    lab = Lab(runs_dir)
+    lab = Lab(runs_dir, data_roots=data_roots)
     if watch:
         lab.jobs.start_watcher()
     demo = build(lab)
@@ -72,6 +74,7 @@ def launch(
     share: bool = False,
     auth: list[tuple[str, str]] | tuple[str, str] | None = None,
     runs_dir: str | Path = "runs",
+    data_roots: list[str | Path] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Build the app and serve it (blocks unless ``prevent_thread_lock=True`` is passed on)."""
@@ -80,7 +83,7 @@ def launch(
     if (share or not _is_loopback(host)) and not auth:
         where = "a public share link" if share else f"{host}"
         print(f"warning: serving on {where} without --auth: anyone who can reach it can start training jobs")
-    demo = build_app(runs_dir)
+    demo = build_app(runs_dir, data_roots=data_roots)
     return demo.launch(
         server_name=host,
         server_port=port,
@@ -98,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also make a public Gradio share link")
     parser.add_argument("--auth", default=None, help="require a login: user:password, or a file of such lines")
     parser.add_argument("--runs-dir", dest="runs_dir", default="runs", help="where run directories go")
+    parser.add_argument(
+        "--data-root",
+        dest="data_roots",
+        action="append",
+        default=None,
+        help="a folder the page may read csv:/tsv:/folder: data from (repeatable; default: the current "
+        "directory and the runs folder)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,5 +125,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"error: {err}")
         return 2
-    launch(host=args.host, port=args.port, share=args.share, auth=auth, runs_dir=args.runs_dir)
+    launch(
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=auth,
+        runs_dir=args.runs_dir,
+        data_roots=args.data_roots,
+    )
     return 0

@@ -164,12 +164,39 @@ class Tick:
     changed: list[str] = field(default_factory=list)
 
 
-class Lab:
-    """The app's state: the runs folder, the job manager, the readout and the metrics cache."""
+USER_DATA_PREFIXES = ("folder", "csv", "tsv")
 
-    def __init__(self, runs_dir: str | Path = "runs", jobs: JobManager | None = None) -> None:
+
+def check_data_path(task: str, roots: list[Path]) -> None:
+    """A page may name only data under the folders whoever started the app allowed (``--data-root``):
+    ``csv:/etc/passwd`` or ``folder:/`` from a browser is refused, symbolic links resolved first."""
+    prefix, _, rest = task.partition(":")
+    if prefix not in USER_DATA_PREFIXES or not rest:
+        return
+    path = Path(rest).expanduser().resolve()
+    if not any(path == root or path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise ValueError(
+            f"{prefix}: paths must lie under the app's data roots ({allowed}); start the app with "
+            "--data-root FOLDER to allow another folder"
+        )
+
+
+class Lab:
+    """The app's state: the runs folder, the job manager, the readout and the metrics cache.
+    ``data_roots``: the folders the page may read user data from (default: the working directory
+    the app was started in, and the runs folder)."""
+
+    def __init__(
+        self,
+        runs_dir: str | Path = "runs",
+        jobs: JobManager | None = None,
+        data_roots: list[str | Path] | None = None,
+    ) -> None:
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        roots = data_roots if data_roots else [Path.cwd(), self.runs_dir]
+        self.data_roots = [Path(r).expanduser().resolve() for r in roots]
         self.jobs = jobs or JobManager(self.runs_dir)
         self.readout = BudgetReadout()
         self.metrics = MetricsCache()
@@ -196,6 +223,7 @@ class Lab:
         """Validate the form, then start it or queue it behind the running job."""
         try:
             config = form.to_config(self.runs_dir, preset)
+            check_data_path(config.task, self.data_roots)
         except ValueError as err:
             return f"**Cannot start:** {err}"
         readout = self.plan(form)

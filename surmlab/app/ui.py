@@ -74,7 +74,8 @@ def build(lab: Lab) -> gr.Blocks:
                     value=defaults.task,
                     allow_custom_value=True,
                     label="Task",
-                    info="or your data: folder:<path>, csv:<path>, tsv:<path>",
+                    info="or your data: folder:<path>, csv:<path>, tsv:<path>, under "
+                    + ", ".join(f"`{r}`" for r in lab.data_roots),
                 )
                 method = gr.Dropdown(method_choices(), value=defaults.method, label="Method / structure")
                 mode = gr.Radio(
