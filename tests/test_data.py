@@ -444,3 +444,13 @@ def test_tables_beyond_the_bounds_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "MAX_TABLE_BYTES", 100)
     with pytest.raises(ValueError, match=r"big\.csv is \d+ bytes; tables up to 100 bytes"):
         load_task(task, text_column="body", label_column="sentiment")
+
+
+def test_image_folders_beyond_the_bound_are_refused(tmp_path, monkeypatch):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(3):
+            PILImage.new("L", (4, 4)).save(tmp_path / c / f"{i}.png")
+    monkeypatch.setattr(data, "MAX_IMAGE_FILES", 5)
+    with pytest.raises(ValueError, match=r"holds more than 5 files; point at a dataset folder"):
+        load_task(f"folder:{tmp_path}")
