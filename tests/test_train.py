@@ -414,3 +414,19 @@ def test_cli_failures_are_one_line_with_the_reason(tmp_path, capsys):
     assert re.match(r"surmlab train: training failed: loss (became (nan|inf)|diverged: \S+) at step \d+", line)
     assert cli(["runs", "--runs-dir", str(tmp_path)]) == 0
     assert "(failed): loss " in capsys.readouterr().out  # `surmlab runs` shows the reason
+
+
+def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path):
+    data_dir = tmp_path / "images"
+    for c in ("cat", "dog"):
+        (data_dir / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(data_dir / c / f"{i}.png")
+    (data_dir / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    config = TrainConfig(backbone="tiny-vit", task=f"folder:{data_dir}", method="linear-probe", batch_size=16,
+                         max_steps=2, runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    with pytest.raises(Exception, match=r"broken\.jpg"):
+        train(config, progress=False)
+    (run_path,) = (tmp_path / "runs").iterdir()
+    summary = RunDir(run_path).summary()
+    assert summary["status"] == "failed" and "broken.jpg" in summary["reason"]
