@@ -18,6 +18,16 @@ QKV = ("q", "k", "v")
 ACTIVATIONS = ("gelu", "silu", "tanh", "identity")
 
 
+def is_whole(value: Any) -> bool:
+    """An ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """An ``int`` or ``float`` that is not a ``bool`` and not NaN (infinity passes: callers bound it)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
 def from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them and the known ones."""
     known = {f.name for f in fields(cls)}
@@ -82,9 +92,8 @@ class SurmConfig:
             raise ValueError(
                 f"target_modules must be a list of suffixes, a regex string, 'all-linear' or None; got {spec!r}"
             )
-        alpha = self.alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not math.isfinite(alpha):
-            raise ValueError(f"alpha must be a finite number, got {alpha!r}")
+        if not (is_real(self.alpha) and math.isfinite(self.alpha)):
+            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

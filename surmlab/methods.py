@@ -28,7 +28,15 @@ from . import budget as budget_mod
 from .budget import BudgetError, Target
 from .config import SurmConfig
 from .structures import FAMILIES
-from .tuner import _find_suffix, find_targets, inject, plan_for, resolve_config, trainable_parameters
+from .tuner import (
+    _find_suffix,
+    find_targets,
+    inject,
+    plan_for,
+    resolve_config,
+    surm_layers,
+    trainable_parameters,
+)
 
 
 @dataclass
@@ -425,8 +433,6 @@ def summarize_layers(names: list[str]) -> str:
 
 def describe_targets(method: str, model: nn.Module, head: list[str]) -> str:
     """The rows ``method`` adapts on ``model``, as a short human-readable string (excluding the head)."""
-    from .tuner import surm_layers
-
     wrapped = surm_layers(model)
     if wrapped:
         names = [

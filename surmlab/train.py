@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from .config import from_dict
+from .config import from_dict, is_real, is_whole
 from .data import Task, compute_metrics, load_task, make_collate
 from .methods import HEAD_LR, Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
@@ -94,23 +94,23 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and name in optional_counts:
                 continue
-            if not _is_int(value) or value < 1:
+            if not is_whole(value) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         for name in ("lr", "head_lr"):
             value = getattr(self, name)
-            if not (value is None and name == "lr") and not (_is_real(value) and 0 < value < math.inf):
+            if not (value is None and name == "lr") and not (is_real(value) and 0 < value < math.inf):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
         for name in ("weight_decay", "max_grad_norm"):
             value = getattr(self, name)
-            if not (_is_real(value) and 0 <= value < math.inf):
+            if not (is_real(value) and 0 <= value < math.inf):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (_is_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
+        if not (is_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.train_fraction is not None and not (_is_real(self.train_fraction) and 0 < self.train_fraction <= 1):
+        if self.train_fraction is not None and not (is_real(self.train_fraction) and 0 < self.train_fraction <= 1):
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
-        if not (_is_real(self.alpha) and math.isfinite(self.alpha)):
+        if not (is_real(self.alpha) and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
-        if not _is_int(self.checkpoint_every) or self.checkpoint_every < 0:
+        if not is_whole(self.checkpoint_every) or self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be a whole number >= 0, got {self.checkpoint_every!r}")
 
     @classmethod
@@ -119,14 +119,6 @@ class TrainConfig:
 
     def run_name(self) -> str:
         return self.name or f"{self.method}-{self.backbone}-{self.task}".replace("/", "-")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 # What ``--resume`` may change: how long the run goes on and how often it reports. Everything else

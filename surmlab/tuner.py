@@ -413,7 +413,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
             f"modules_to_save={config.modules_to_save}), so the head would keep its initial weights; save the "
             "adapter with the head, or pass allow_missing_head=True if the model's own head is the right one"
         )
-    previous = {name: layer for name, layer in layers.items()}
+    previous = dict(layers)
     attrs = {a: getattr(model, a) for a in ("surm_config", "surm_plan") if hasattr(model, a)}
     if layers:
         unload(model)  # not merged: every base layer comes back exactly as it was
