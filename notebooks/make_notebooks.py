@@ -67,6 +67,8 @@ def notebook(name: str) -> nbformat.NotebookNode:
         ),
         *[new_code_cell(src) for src in FIGURES.get(name, DEFAULT_FIGURES)],
     ]
+    for index, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes nothing
+        cell.id = f"{name}-{index}"
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}

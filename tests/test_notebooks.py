@@ -47,3 +47,14 @@ def test_a_bad_parameter_stops_before_a_kernel_starts(tmp_path):
 
     with pytest.raises(ValueError, match="unknown parameter"):
         reproduce("approximation", {"nonsense": 1}, "smoke", tmp_path)
+
+
+@pytest.mark.parametrize("name", names())
+def test_regenerating_a_notebook_rewrites_nothing(name):
+    """Cell ids are stable and the committed notebook is what make_notebooks.py writes today."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS / "make_notebooks.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    assert nbformat.writes(maker.notebook(name)) + "\n" == (NOTEBOOKS / f"{name}.ipynb").read_text()
