@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
 from .config import from_dict, is_real, is_whole
@@ -157,12 +158,6 @@ class TrainingFailed(RuntimeError):
 # -- building blocks -----------------------------------------------------------------------------------
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def build_backbone(config: TrainConfig, num_labels: int) -> Backbone:
     """The run's backbone; seeded, so a randomly initialised one is rebuilt identically at prediction."""
     torch.manual_seed(config.seed)
@@ -193,7 +188,7 @@ def build_method(config: TrainConfig, backbone: Backbone) -> Prepared:
 
 def build(config: TrainConfig) -> tuple[Backbone, Task, Prepared]:
     """Backbone, task and method, in that order; raises a clear error on any bad input."""
-    seed_everything(config.seed)
+    set_seed(config.seed)
     task = load_task(
         config.task,
         config.data_dir,

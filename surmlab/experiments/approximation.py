@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import set_seed
 
 from ..structures import make
 from . import common
@@ -215,7 +216,7 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     validate(p)
     out = common.output_dir(out_dir, NAME)
     n, rng = p["size"], np.random.default_rng(p["seed"])
-    common.seed_everything(p["seed"])
+    set_seed(p["seed"])
     updates = (
         weight_updates(p["update_backbone"], p["update_steps"], n, p["seed"], out / "runs")
         if "weight_update" in p["targets"]

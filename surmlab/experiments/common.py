@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 import shlex
 import sys
 import time
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -92,12 +90,6 @@ def check_budgets(backbone: str, num_labels: int, methods: Iterable[str], budget
             continue
         bb = load_backbone(backbone, num_labels, pretrained=False)
         prepare(method, bb.model, head=bb.head, budget=budget, mode=mode if method.startswith("surm-") else "lora")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def output_dir(out_dir: str | os.PathLike | None, name: str) -> Path:

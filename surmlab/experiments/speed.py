@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from accelerate.utils import set_seed
 
 from . import common
 
@@ -92,7 +93,7 @@ def build(p: dict[str, Any], method: str, device: torch.device) -> Any:
     from ..methods import prepare
     from ..models import load_backbone
 
-    common.seed_everything(0)
+    set_seed(0)
     bb = load_backbone(p["backbone"], 2, pretrained=False)
     budget = None if method == "full" else p["budget"]
     prepared = prepare(method, bb.model, head=bb.head, budget=budget)

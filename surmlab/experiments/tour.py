@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import set_seed
 
 from ..structures import FAMILIES, make
 from . import common
@@ -118,7 +119,7 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     p = common.resolve(PROFILES, profile, params)
     validate(p)
     out = common.output_dir(out_dir, NAME)
-    common.seed_everything(p["seed"])
+    set_seed(p["seed"])
     rows = fft_checks() + budget_rows(p["backbone"], p["family"], str(p["budget"]))
     for method in (f"surm-{p['family']}", "lora"):
         r = common.train_row(

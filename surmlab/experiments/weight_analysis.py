@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from accelerate.utils import set_seed
 
 from . import common
 
@@ -155,7 +156,7 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
             data_dir=p["data_dir"], runs_dir=str(out / "runs"),
         )  # fmt: skip
     # The pretrained reference, built as training built it (seeded: random-init backbones match too).
-    common.seed_everything(int(p["seed"]))
+    set_seed(int(p["seed"]))
     pretrained = load_backbone(p["backbone"], 2)
     names = target_names(pretrained.model)
     batches = eval_batches(p, pretrained)
@@ -163,7 +164,7 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     feats = {"pretrained": representations(pretrained.model, batches, p["pooling"])}
     weights = {}
     for method, row in trained.items():
-        common.seed_everything(int(p["seed"]))  # load_run rebuilds the frozen backbone: same init as training
+        set_seed(int(p["seed"]))  # load_run rebuilds the frozen backbone: same init as training
         _, prepared, _ = load_run(row["run_dir"])
         model = merged_model(prepared)
         weights[method] = {n: model.get_submodule(n).weight.detach() for n in names}
