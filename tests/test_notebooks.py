@@ -1,5 +1,6 @@
 """Every notebook runs top to bottom through papermill in the smoke profile, and is committed clean."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -49,12 +50,16 @@ def test_a_bad_parameter_stops_before_a_kernel_starts(tmp_path):
         reproduce("approximation", {"nonsense": 1}, "smoke", tmp_path)
 
 
-@pytest.mark.parametrize("name", names())
-def test_regenerating_a_notebook_rewrites_nothing(name):
-    """Cell ids are stable and the committed notebook is what make_notebooks.py writes today."""
-    import importlib.util
-
+@pytest.fixture(scope="module")
+def maker():
+    """notebooks/make_notebooks.py, which is a script and not part of the package."""
     spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOKS / "make_notebooks.py")
-    maker = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(maker)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", names())
+def test_regenerating_a_notebook_rewrites_nothing(maker, name):
+    """Cell ids are stable and the committed notebook is what make_notebooks.py writes today."""
     assert nbformat.writes(maker.notebook(name)) + "\n" == (NOTEBOOKS / f"{name}.ipynb").read_text()
