@@ -46,7 +46,7 @@ class Prepared:
     model: nn.Module
     method: str
     hyper: dict[str, Any]
-    budget_params: int  # trainable parameters the method adds (the budget counts these)
+    method_params: int  # trainable parameters the method adds (the budget counts these)
     head_params: int
     trainable: int
     total: int
@@ -58,7 +58,7 @@ class Prepared:
     def describe(self) -> str:
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items()) or "no size knob"
         return (
-            f"{self.method} ({hyper}) on {self.targets}: {self.budget_params:,} method + {self.head_params:,} "
+            f"{self.method} ({hyper}) on {self.targets}: {self.method_params:,} method + {self.head_params:,} "
             f"head = {self.trainable:,} trainable of {self.total:,} ({100 * self.trainable / self.total:.3f}%)"
         )
 
@@ -69,6 +69,12 @@ class Method:
     description: str
     lr: float  # default learning rate for the method's parameters (the head has its own)
     budgeted: bool
+    structure: str | None = None  # the SURM structure family of a surm-* method
+
+    @property
+    def takes_mode(self) -> bool:
+        """Whether the method offers SURM's ``lora``/``adapter`` modes (every surm-* method does)."""
+        return self.structure is not None
 
 
 # Default learning rates. Measured on MiniLM / Rotten Tomatoes (2,000 training reviews, one epoch,
@@ -78,7 +84,7 @@ class Method:
 # kernel entry moves a whole diagonal of S, so they want smaller steps than LoRA's factors.
 METHODS: dict[str, Method] = {
     **{
-        f"surm-{name}": Method(f"surm-{name}", f"SURM with {name} matrices (lora or adapter mode)", lr, True)
+        f"surm-{name}": Method(f"surm-{name}", f"SURM with {name} matrices (lora or adapter mode)", lr, True, name)
         for name, lr in {
             "circulant": 2e-3,
             "toeplitz": 2e-3,
@@ -144,7 +150,7 @@ def _freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None) -> list[tuple[str, nn.Linear]]:
+def preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None) -> list[tuple[str, nn.Linear]]:
     """The layers SURM would adapt in ``mode``, without qkv slicing (PEFT cannot slice)."""
     config = resolve_config(model, SurmConfig(mode=mode, target_modules=targets, qkv_slices={}))
     return [(name, layer) for name, layer, _ in find_targets(model, config)]
@@ -208,7 +214,7 @@ def _prepare_lora(model, budget, hyper, targets, nearest, path, head):
 
 
 def _peft_targets(model: nn.Module, targets: list[str] | str | None) -> tuple[list[str], list[tuple[str, nn.Linear]]]:
-    layers = _preset_targets(model, "lora", targets)
+    layers = preset_targets(model, "lora", targets)
     return [name for name, _ in layers], layers
 
 
@@ -297,7 +303,7 @@ class HoulsbyAdapter(nn.Module):
 def _prepare_adapter(model, budget, hyper, targets, nearest):
     from .tuner import _set_module
 
-    layers = _preset_targets(model, "adapter", targets)
+    layers = preset_targets(model, "adapter", targets)
     if hyper:
         bottleneck = int(hyper["bottleneck"])
     else:
@@ -391,7 +397,7 @@ def prepare(
         model=model,
         method=method,
         hyper=knob,
-        budget_params=trainable - head_params,
+        method_params=trainable - head_params,
         head_params=head_params,
         trainable=trainable,
         total=total,

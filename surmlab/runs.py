@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import shutil
 import socket
-import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +23,6 @@ STATUSES = ("running", "completed", "stopped", "failed")
 # A "running" run whose trainer is gone: its process ended on this machine, or (another machine) its
 # heartbeat is older than this. ``list_runs`` shows it as "interrupted"; ``--resume`` continues it.
 HEARTBEAT_STALE_S = 600.0
-PACKAGES = ("surmlab", "torch", "timm", "transformers", "peft", "accelerate", "datasets")
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and commit else None
 
 
 def pid_alive(pid: int | None, token: str | None = None) -> bool:

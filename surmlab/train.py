@@ -30,7 +30,8 @@ from .config import from_dict, is_real, is_whole
 from .data import Task, compute_metrics, load_task, make_collate
 from .methods import HEAD_LR, Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
-from .runs import RunDir, atomic_write, git_commit, package_versions, read_json, write_json
+from .provenance import git_commit, package_versions
+from .runs import RunDir, atomic_write, read_json, write_json
 from .tuner import read_safetensors, save_adapter, surm_layers
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -374,7 +375,7 @@ class Job:
             "targets": prepared.targets,
             "hyper": prepared.hyper,
             "trainable_params": prepared.trainable,
-            "method_params": prepared.budget_params,
+            "method_params": prepared.method_params,
             "head_params": prepared.head_params,
             "total_params": prepared.total,
             "backbone_pretrained": self.backbone.pretrained,

@@ -42,9 +42,9 @@ def test_every_method_prepares_with_exact_counts_on_vit(method):
     trainable = sum(p.numel() for p in prepared.model.parameters() if p.requires_grad)
     assert prepared.trainable == trainable
     assert prepared.head_params == head_count(tiny_vit(), "head")
-    assert prepared.budget_params == trainable - prepared.head_params
+    assert prepared.method_params == trainable - prepared.head_params
     if budgeted:
-        assert 0 < prepared.budget_params <= BUDGET
+        assert 0 < prepared.method_params <= BUDGET
     # every method starts exactly at the pretrained model (PEFT's C3A included: its kernel starts at zero)
     torch.testing.assert_close(prepared.model(x), before, rtol=0, atol=1e-6)
     # the head and the method's own parameters learn: one step moves the output
@@ -60,19 +60,19 @@ def test_lora_and_surm_lowrank_spend_the_same_budget_on_bert():
     b = prepare("surm-lowrank", tiny_bert(), head=["classifier"], budget=2000)
     rank = 2000 // (96 * 4)
     assert a.hyper["rank"] == b.hyper["rank"] == rank
-    assert a.budget_params == b.budget_params == rank * 96 * 4
+    assert a.method_params == b.method_params == rank * 96 * 4
 
 
 def test_lokr_count_matches_peft():
     for rank, factor in [(1, -1), (4, -1), (64, -1), (2, 4), (8, 16)]:
         prepared = prepare("lokr", tiny_bert(), head=["classifier"], hyper={"rank": rank, "decompose_factor": factor})
-        assert prepared.budget_params == 4 * lokr_count(48, 48, rank, factor)
+        assert prepared.method_params == 4 * lokr_count(48, 48, rank, factor)
 
 
 def test_houlsby_adapter_count_and_placement():
     prepared = prepare("adapter", tiny_bert(), head=["classifier"], hyper={"bottleneck": 5})
     # after the attention output and the MLP output of each of the 2 layers: 4 adapters of width 48
-    assert prepared.budget_params == 4 * (2 * 48 * 5 + 5 + 48)
+    assert prepared.method_params == 4 * (2 * 48 * 5 + 5 + 48)
 
 
 def test_bitfit_trains_exactly_the_biases():
@@ -127,7 +127,7 @@ def test_lora_adapts_exactly_the_rows_surm_adapts_on_a_fused_qkv():
     )
     assert lora.targets == surm.targets == "blocks.*.attn.qkv[q,v] (x2)"
     # rank r on q and v of 2 layers: r * (64 + 64) * 4
-    assert lora.budget_params == lora.hyper["rank"] * 128 * 4 <= BUDGET
+    assert lora.method_params == lora.hyper["rank"] * 128 * 4 <= BUDGET
     # after a training step the merged k rows equal the pretrained ones, q and v rows moved
     base = tiny_vit().blocks[0].attn.qkv.weight.detach().clone()
     x = torch.randn(2, 3, 32, 32)
@@ -147,7 +147,7 @@ def test_lora_equals_peft_lora_on_an_unfused_model():
     ours = prepare("lora", tiny_bert(), head=["classifier"], hyper={"rank": 3})
     peft = prepare("peft-lora", tiny_bert(), head=["classifier"], hyper={"rank": 3})
     assert ours.hyper == {"rank": 3, "lora_alpha": 6.0} and peft.hyper == {"rank": 3, "lora_alpha": 6}
-    assert ours.budget_params == peft.budget_params == 3 * 96 * 4
+    assert ours.method_params == peft.method_params == 3 * 96 * 4
     assert (
         ours.targets
         == peft.targets

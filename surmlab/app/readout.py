@@ -154,7 +154,7 @@ class BudgetReadout:
         budget_note = f" for a budget of {parse_budget(budget):,}" if budget is not None else ""
         message = (
             f"**{prepared.trainable:,} trainable parameters** ({share:.3f}% of {prepared.total:,})"
-            f"{budget_note}  \n{prepared.budget_params:,} method + {prepared.head_params:,} head · "
+            f"{budget_note}  \n{prepared.method_params:,} method + {prepared.head_params:,} head · "
             f"{method} ({hyper}) · default learning rate {info.lr:g}"
         )
         return Readout(

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from ..fileio import atomic_write, write_json
-from ..runs import git_commit, package_versions
+from ..provenance import git_commit, package_versions
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 COMMAND_ENV = "SURMLAB_COMMAND"  # set by surmlab.reproduce so result files name the batch command

@@ -85,7 +85,7 @@ def lora_budget(backbone: str) -> int:
     from ..models import load_backbone
 
     bb = load_backbone(backbone, 2, pretrained=False)
-    return prepare("lora", bb.model, head=bb.head, hyper={"rank": LORA_RANK}).budget_params
+    return prepare("lora", bb.model, head=bb.head, hyper={"rank": LORA_RANK}).method_params
 
 
 def build(p: dict[str, Any], method: str, device: torch.device) -> Any:
@@ -163,7 +163,7 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     steps = {m: step_fn(prep.model, batch) for m, (_, prep) in built.items()}
     step_times = bench.time_interleaved(steps, device, p["reps"], p["warmup"])
     peaks = {m: bench.peak_memory(steps[m], device) for m in steps}  # after warm steps: AdamW state exists
-    info = {m: (prep.budget_params, prep.hyper) for m, (_, prep) in built.items()}
+    info = {m: (prep.method_params, prep.hyper) for m, (_, prep) in built.items()}
     del built, steps
     # Inference: unmerged vs merged forward of trained-looking models.
     unmerged_fns, merged_fns, models = {}, {}, {}
@@ -179,9 +179,9 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     merged_times = bench.time_interleaved(merged_fns, device, p["reps"], p["warmup"])
     rows = []
     for method in p["methods"]:
-        budget_params, hyper = info[method]
+        method_params, hyper = info[method]
         rows.append({
-            "backbone": p["backbone"], "method": method, "hyper": str(hyper), "method_params": budget_params,
+            "backbone": p["backbone"], "method": method, "hyper": str(hyper), "method_params": method_params,
             "batch_size": p["batch_size"], "seq_len": p["seq_len"], "reps": p["reps"],
             "step_ms": 1e3 * step_times[method]["median_s"],
             "step_vs_lora": bench.paired_ratio(step_times[method], step_times["lora"]),

@@ -134,9 +134,9 @@ def eval_batches(p: dict[str, Any], backbone: Any, batch_size: int = 64) -> list
 
 def target_names(model: torch.nn.Module) -> list[str]:
     """The layers SURM and LoRA adapt by default (the model family's preset, LoRA mode)."""
-    from ..methods import _preset_targets
+    from ..methods import preset_targets
 
-    return [name for name, _ in _preset_targets(model, "lora", None)]
+    return [name for name, _ in preset_targets(model, "lora", None)]
 
 
 def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
