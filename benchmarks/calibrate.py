@@ -41,7 +41,7 @@ def _layer(family: str, out_features: int, in_features: int, slices: str, path: 
     budget = LORA_RANK * (in_features + out_features)  # PEFT LoRA on the whole layer
     plan = solve(family, [Target(n, stop - start, in_features) for n, start, stop in targets], budget)
     base = torch.nn.Linear(in_features, out_features).requires_grad_(False)
-    return SurmLinear(base, family, plan.hyper, slices=_slices(out_features, in_features, slices), path=path)
+    return SurmLinear(base, family, plan.hyper, slices=_slices(out_features, in_features, slices), product=path)
 
 
 def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) -> dict[str, Any]:

@@ -110,7 +110,7 @@ def build_surm(
     group: Group, family: str, hyper: dict[str, Any], path: str, device: torch.device, name: str | None = None
 ) -> Built:
     slices = group.targets if group.slices else None
-    layer = SurmLinear(frozen_linear(group, device), family, hyper, slices=slices, path=path)
+    layer = SurmLinear(frozen_linear(group, device), family, hyper, slices=slices, product=path)
     return Built(f"{name or family}/{path}", "surmlab", Holder(layer), family, path, dict(hyper))
 
 
@@ -195,13 +195,13 @@ def _auto_paths(built: Built, x: torch.Tensor) -> dict[str, str] | None:
     layer = built.module.layer
     if not isinstance(layer, SurmLinear):
         return None
-    path, layer.path = layer.path, "auto"
+    path, layer.product = layer.product, "auto"
     try:
         train = layer.use_dense(x)
         with torch.no_grad():
             infer = layer.use_dense(x)
     finally:
-        layer.path = path
+        layer.product = path
     return {"train": "dense" if train else "fft", "infer": "dense" if infer else "fft"}
 
 

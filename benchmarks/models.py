@@ -136,7 +136,7 @@ def prepare(
     else:
         family, _, path = method.partition(":")
         model.requires_grad_(False)
-        inject(model, SurmConfig(family=family, budget=budget, path=path or "auto"))
+        inject(model, SurmConfig(family=family, budget=budget, product=path or "auto"))
         info = {"impl": "surmlab", "hyper": dict(model.surm_config.hyper)}
     info["params"] = adapter_parameters(model, spec)
     return model, info

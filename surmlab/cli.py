@@ -74,7 +74,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         h.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=defaults[name], help=text)
     h.add_argument("--schedule", default="cosine", choices=["cosine", "linear", "constant"])
     h.add_argument("--mixed-precision", dest="mixed_precision", default="no", choices=["no", "fp16", "bf16"])
-    h.add_argument("--path", default="auto", choices=["auto", "fft", "dense"], help="SURM product")
+    h.add_argument("--product", default="auto", choices=["auto", "fft", "dense"], help="how SURM computes S x")
     h.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
     h.add_argument("--runs-dir", dest="runs_dir", default="runs", help="where run directories go")
     h.add_argument("--name", default=None, help="run name (default: method-backbone-task)")

@@ -11,7 +11,9 @@ from typing import Any
 from .budget import MODES, parse_budget
 from .structures import family as structure_family
 
-PATHS = ("auto", "fft", "dense")
+PRODUCTS = ("auto", "fft", "dense")
+# Fields renamed since files were first written: old adapter and run configs still load.
+RENAMED = {"path": "product"}
 QKV = ("q", "k", "v")
 # Activations with act(0) = 0 (the model starts unchanged) and act'(0) != 0 (it still learns);
 # relu is left out because its zero gradient at 0 would freeze a zero-initialised adapter.
@@ -31,6 +33,7 @@ def is_real(value: Any) -> bool:
 def from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys are an error naming them and the known ones."""
     known = {f.name for f in fields(cls)}
+    data = {RENAMED[k] if RENAMED.get(k) in known and RENAMED[k] not in data else k: v for k, v in data.items()}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
@@ -62,7 +65,10 @@ class SurmConfig:
     nearest: bool = field(default=False, metadata={"help": "budget: nearest count, not the largest below"})
     alpha: float = field(default=1.0, metadata={"help": "scale of the LoRA-mode update"})
     activation: str = field(default="gelu", metadata={"help": f"adapter non-linearity: {ACTIVATIONS}"})
-    path: str = field(default="auto", metadata={"help": "product: 'fft' (activation space), 'dense', 'auto'"})
+    product: str = field(
+        default="auto",
+        metadata={"help": "how S x is computed: 'fft' (activation space), 'dense' (S folded into W), 'auto'"},
+    )
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "suffixes kept trainable and saved (None: the preset's head)"}
     )
@@ -71,8 +77,8 @@ class SurmConfig:
         structure_family(self.family)  # raises on an unknown family, listing the known ones
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; known: {', '.join(MODES)}")
-        if self.path not in PATHS:
-            raise ValueError(f"unknown path {self.path!r}; known: {', '.join(PATHS)}")
+        if self.product not in PRODUCTS:
+            raise ValueError(f"unknown product {self.product!r}; known: {', '.join(PRODUCTS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
         if self.budget is not None:

@@ -48,11 +48,11 @@ class SurmLinear(nn.Module):
         slices: Sequence[tuple[str, int, int]] | None = None,
         alpha: float = 1.0,
         activation: str = "gelu",
-        path: str = "auto",
+        product: str = "auto",
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
-        self.mode, self.alpha, self.path, self.activation = mode, alpha, path, activation
+        self.mode, self.alpha, self.product, self.activation = mode, alpha, product, activation
         self.merged = False
         # merge()/unmerge() change the base weight in place; a forward in another thread must see the
         # weight and the ``merged`` flag change together, so both sides hold this lock.
@@ -111,8 +111,8 @@ class SurmLinear(nn.Module):
 
     def use_dense(self, x: torch.Tensor) -> bool:
         """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (see ``FFT_FLOP_COST``)."""
-        if self.path != "auto":
-            return self.path == "dense"
+        if self.product != "auto":
+            return self.product == "dense"
         cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
         tokens = x.numel() // x.shape[-1]
         training = torch.is_grad_enabled() and any(p.requires_grad for p in self.updates.parameters())
@@ -187,4 +187,4 @@ class SurmLinear(nn.Module):
 
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)
-        return f"mode={self.mode}, slices={slices}, alpha={self.alpha}, path={self.path}, merged={self.merged}"
+        return f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}, merged={self.merged}"

@@ -177,7 +177,7 @@ def _solve_knob(
 # -- SURM --------------------------------------------------------------------------------------------
 
 
-def _surm_config(family, budget, hyper, mode, targets, nearest, alpha, path, head) -> SurmConfig:
+def _surm_config(family, budget, hyper, mode, targets, nearest, alpha, product, head) -> SurmConfig:
     # The head is a module to save: it trains, it is saved inside the adapter file, and "all-linear"
     # leaves it out of the targets.
     return SurmConfig(
@@ -188,25 +188,25 @@ def _surm_config(family, budget, hyper, mode, targets, nearest, alpha, path, hea
         budget=None if hyper else budget,
         nearest=nearest,
         alpha=alpha,
-        path=path,
+        product=product,
         modules_to_save=list(head),
     )
 
 
-def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path, head):
-    inject(model, _surm_config(family, budget, hyper, mode, targets, nearest, alpha, path, head))
+def _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, product, head):
+    inject(model, _surm_config(family, budget, hyper, mode, targets, nearest, alpha, product, head))
     return dict(model.surm_plan.hyper), model.surm_plan.rows()
 
 
-def _prepare_lora(model, budget, hyper, targets, nearest, path, head):
+def _prepare_lora(model, budget, hyper, targets, nearest, product, head):
     """LoRA as the ``lowrank`` family in SURM's wrapper: the same rows as SURM, PEFT's init and scaling."""
     hyper = dict(hyper or {})
     if "rank" not in hyper:
-        solved = plan_for(model, _surm_config("lowrank", budget, None, "lora", targets, nearest, 1.0, path, head))
+        solved = plan_for(model, _surm_config("lowrank", budget, None, "lora", targets, nearest, 1.0, product, head))
         hyper["rank"] = solved.hyper["rank"]
     rank = int(hyper["rank"])
     lora_alpha = float(hyper.get("lora_alpha", 2 * rank))
-    _prepare_surm(model, "lowrank", None, {"rank": rank}, "lora", targets, nearest, lora_alpha / rank, path, head)
+    _prepare_surm(model, "lowrank", None, {"rank": rank}, "lora", targets, nearest, lora_alpha / rank, product, head)
     return {"rank": rank, "lora_alpha": lora_alpha}, model.surm_plan.rows()
 
 
@@ -346,7 +346,7 @@ def prepare(
     targets: list[str] | str | None = None,
     nearest: bool = False,
     alpha: float = 1.0,
-    path: str = "auto",
+    product: str = "auto",
     lr: float | None = None,
 ) -> Prepared:
     """Freeze ``model``, add ``method``'s trainable parts (matched to ``budget`` where it has a size
@@ -370,10 +370,10 @@ def prepare(
         family = method.removeprefix("surm-")
         if family not in FAMILIES:
             raise ValueError(f"unknown method {method!r}")
-        knob, rows = _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, path, head)
+        knob, rows = _prepare_surm(model, family, budget, hyper, mode, targets, nearest, alpha, product, head)
         knob = {**knob, "mode": mode}
     elif method == "lora":
-        knob, rows = _prepare_lora(model, budget, hyper, targets, nearest, path, head)
+        knob, rows = _prepare_lora(model, budget, hyper, targets, nearest, product, head)
     elif method in ("peft-lora", "c3a", "lokr", "adapter"):
         builder = {
             "peft-lora": _prepare_peft_lora,

@@ -52,7 +52,7 @@ class TrainConfig:
     hyper: dict[str, Any] = field(default_factory=dict)
     targets: list[str] | str | None = None
     alpha: float = 1.0
-    path: str = "auto"
+    product: str = "auto"  # how S x is computed: fft, dense or auto
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 32
@@ -182,7 +182,7 @@ def build_method(config: TrainConfig, backbone: Backbone) -> Prepared:
         mode=config.mode,
         targets=config.targets,
         alpha=config.alpha,
-        path=config.path,
+        product=config.product,
         lr=config.lr,
     )
 

@@ -234,7 +234,7 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
         p.requires_grad_(False)
     for name, layer, slices in found:
         wrapped = SurmLinear(
-            layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.path
+            layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.product
         )
         _set_module(model, name, wrapped)
     for suffix in config.modules_to_save or []:

@@ -259,7 +259,7 @@ def test_bf16_backbone(family, mode):
     with torch.no_grad():
         want = run(base, x)
     for path in ("fft", "dense"):
-        model = inject(copy.deepcopy(base), config_for("bert", family, mode, path=path))
+        model = inject(copy.deepcopy(base), config_for("bert", family, mode, product=path))
         with torch.no_grad():
             got = run(model, x)
         assert got.dtype == torch.bfloat16
@@ -335,10 +335,10 @@ def test_vit_preset_adapts_q_and_v_slices():
 
 @combos
 def test_fft_and_dense_paths_agree(backbone, family, mode):
-    """path='fft' and path='dense' give the same outputs and the same gradients."""
+    """product='fft' and product='dense' give the same outputs and the same gradients."""
     base = build(backbone)
-    a = inject(copy.deepcopy(base), config_for(backbone, family, mode, path="fft"))
-    b = inject(copy.deepcopy(base), config_for(backbone, family, mode, path="dense"))
+    a = inject(copy.deepcopy(base), config_for(backbone, family, mode, product="fft"))
+    b = inject(copy.deepcopy(base), config_for(backbone, family, mode, product="dense"))
     perturb(a, std=0.1)
     b.load_state_dict(a.state_dict())
     x = inputs(backbone)
@@ -484,7 +484,7 @@ def test_circulant_matches_peft_c3a():
     kernel = peft_layer.c3a_kernel["default"]
     assert kernel.shape == (out_features // b, in_features // b, b)
     nn.init.normal_(kernel)
-    layer = SurmLinear(copy.deepcopy(base.fc), "circulant", {"block_size": b}, alpha=1 / in_features, path="fft")
+    layer = SurmLinear(copy.deepcopy(base.fc), "circulant", {"block_size": b}, alpha=1 / in_features, product="fft")
     with torch.no_grad():
         layer.updates["full"].weight.copy_(kernel[..., (-torch.arange(b)) % b])
     with torch.no_grad():
@@ -510,7 +510,7 @@ def test_unknown_family_lists_known():
     ("field", "value", "pattern"),
     [
         ("mode", "prefix", "unknown mode 'prefix'; known: lora, adapter"),
-        ("path", "gpu", "unknown path 'gpu'"),
+        ("product", "gpu", "unknown product 'gpu'"),
         ("activation", "relu", "unknown activation 'relu'"),
         ("budget", "lots", "cannot read budget 'lots'"),
         ("target_modules", [], "target_modules is empty"),
@@ -723,7 +723,7 @@ def test_layers_read_through_weight_are_refused(target, parent):
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_empty_batch_gives_an_empty_output(family, mode):
     base = nn.Linear(32, 32)
-    layer = SurmLinear(base, family, {}, mode, path="fft")
+    layer = SurmLinear(base, family, {}, mode, product="fft")
     for shape in [(0, 32), (2, 0, 32)]:
         x = torch.zeros(shape, requires_grad=True)
         out = layer(x)
@@ -735,7 +735,7 @@ def test_merge_while_other_threads_run_forwards():
     """200 forwards in 4 threads while a fifth merges and unmerges: every output is the model's."""
     import threading
 
-    model = perturbed(inject(build_bert(), SurmConfig(path="fft")))
+    model = perturbed(inject(build_bert(), SurmConfig(product="fft")))
     x = inputs("bert")
     want = run(model, x).detach()
     bad, stop = [], threading.Event()
@@ -820,3 +820,13 @@ def test_damaged_adapter_files_are_named(damage, pattern, tmp_path):
     damage(tmp_path)
     with pytest.raises(ValueError, match=pattern):
         load_adapter(build_bert(), tmp_path)
+
+
+def test_configs_written_before_the_product_rename_still_load():
+    """Adapter and run configs saved when the field was called ``path`` load as ``product``."""
+    from surmlab.train import TrainConfig
+
+    assert SurmConfig.from_dict({"family": "circulant", "path": "fft"}).product == "fft"
+    assert TrainConfig.from_dict({"path": "dense"}).product == "dense"
+    with pytest.raises(ValueError, match="unknown SurmConfig fields"):
+        SurmConfig.from_dict({"path": "fft", "product": "dense"})
