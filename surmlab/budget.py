@@ -110,21 +110,30 @@ def solve(
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     budget = parse_budget(budget)
     cls = structure_family(family)
-    options: list[tuple[int, dict[str, Any]]] = []
-    for hyper in cls.candidates([t.shape for t in targets]):
-        options.append((sum(layer_count(family, t, hyper, mode) for t in targets), hyper))
+    options = [
+        (sum(layer_count(family, t, hyper, mode) for t in targets), hyper)
+        for hyper in cls.candidates([t.shape for t in targets])
+    ]
     if not options:
         raise BudgetError(f"{family} has no hyper-parameters that fit all {len(targets)} target layers")
-    low, high = min(n for n, _ in options), max(n for n, _ in options)
-    if not nearest and not low <= budget <= high:
-        raise BudgetError(
-            f"a budget of {budget:,} is infeasible for {family} ({mode}) on {len(targets)} layers: "
-            f"achievable counts range from {low:,} to {high:,}"
-        )
-    fits = options if nearest else [o for o in options if o[0] <= budget]
-    # min() keeps the first of equals, and candidates come in order of preference.
-    total, hyper = min(fits, key=lambda o: abs(budget - o[0]))
+    total, hyper = closest(options, budget, nearest, f"{family} ({mode}) on {len(targets)} layers")
     result = plan(family, targets, hyper, mode)
     result.budget = budget
     assert result.total == total
     return result
+
+
+def closest(
+    options: Sequence[tuple[int, dict[str, Any]]], budget: int | str, nearest: bool = False, what: str = "this method"
+) -> tuple[int, dict[str, Any]]:
+    """The ``(count, hyper)`` option closest to ``budget`` without exceeding it (``nearest``: on either
+    side). The one selection rule of the lab: structure families and every baseline's size knob use it.
+    Among equal counts the first option wins, so callers list options in order of preference."""
+    budget = parse_budget(budget)
+    low, high = min(n for n, _ in options), max(n for n, _ in options)
+    if not nearest and not low <= budget <= high:
+        raise BudgetError(
+            f"a budget of {budget:,} is infeasible for {what}: achievable counts range from {low:,} to {high:,}"
+        )
+    fits = options if nearest else [o for o in options if o[0] <= budget]
+    return min(fits, key=lambda o: abs(budget - o[0]))

@@ -92,7 +92,7 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
         changes["target_modules"] = list(targets)
     if config.modules_to_save is None:
         heads = preset.head if preset else ("head", "classifier")
-        changes["modules_to_save"] = [h for h in heads if _find_suffix(model, h)]
+        changes["modules_to_save"] = [h for h in heads if find_suffix(model, h)]
     if config.qkv_slices is None and config.mode == "lora":
         slices = {k: list(v) for k, v in preset.qkv_slices} if preset else {}
         if slices:
@@ -115,7 +115,7 @@ def _linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def _find_suffix(model: nn.Module, suffix: str) -> list[str]:
+def find_suffix(model: nn.Module, suffix: str) -> list[str]:
     return [n for n, _ in model.named_modules() if n and _ends_with(n, suffix)]
 
 
@@ -130,7 +130,7 @@ def _matches(name: str, spec: list[str] | str | None) -> bool:
 def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
     """``(name, layer, slices)`` for every layer the (resolved) config targets."""
     modules = dict(model.named_modules())
-    saved = [full for suffix in config.modules_to_save or [] for full in _find_suffix(model, suffix)]
+    saved = [full for suffix in config.modules_to_save or [] for full in find_suffix(model, suffix)]
     spec = config.target_modules
     if spec == "all-linear":
         chosen = [n for n in _linear_names(model) if not any(n == s or n.startswith(s + ".") for s in saved)]
@@ -143,7 +143,7 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     else:
         chosen = []
         for suffix in spec or []:
-            hits = _find_suffix(model, suffix)
+            hits = find_suffix(model, suffix)
             if not hits:
                 raise ValueError(
                     f"target {suffix!r} matches no module of {type(model).__name__}; linear layers "
@@ -218,7 +218,7 @@ def surm_layers(model: nn.Module) -> dict[str, SurmLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SurmLinear)}
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -236,9 +236,9 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
         wrapped = SurmLinear(
             layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.product
         )
-        _set_module(model, name, wrapped)
+        set_module(model, name, wrapped)
     for suffix in config.modules_to_save or []:
-        for name in _find_suffix(model, suffix):
+        for name in find_suffix(model, suffix):
             model.get_submodule(name).requires_grad_(True)
     # Record the resolved configuration: the solved hyper-parameters replace the budget.
     model.surm_config = replace(config, hyper=dict(plan.hyper), budget=None)
@@ -273,7 +273,7 @@ def unload(model: nn.Module, merge: bool = False) -> nn.Module:
             layer.merge()
         else:
             layer.unmerge()
-        _set_module(model, name, layer.base_layer)
+        set_module(model, name, layer.base_layer)
     for attr in ("surm_config", "surm_plan"):
         if hasattr(model, attr):
             delattr(model, attr)
@@ -306,7 +306,7 @@ def summary(model: nn.Module) -> list[dict[str, Any]]:
             )
     config = getattr(model, "surm_config", None)
     for suffix in (config.modules_to_save if config else None) or []:
-        for name in _find_suffix(model, suffix):
+        for name in find_suffix(model, suffix):
             n = sum(p.numel() for p in model.get_submodule(name).parameters())
             rows.append({"layer": name, "kind": "saved module", "shape": "", "hyper": {}, "params": n})
     return rows
@@ -323,7 +323,7 @@ def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
             if not key.startswith("base_layer."):
                 state[f"{name}.{key}"] = value
     for suffix in config.modules_to_save or []:
-        for name in _find_suffix(model, suffix):
+        for name in find_suffix(model, suffix):
             for key, value in model.get_submodule(name).state_dict().items():
                 state[f"{name}.{key}"] = value
     return state
@@ -423,7 +423,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
         if surm_layers(model):
             unload(model)
         for name, layer in previous.items():
-            _set_module(model, name, layer)
+            set_module(model, name, layer)
         for attr, value in attrs.items():
             setattr(model, attr, value)
         raise

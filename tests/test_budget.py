@@ -177,3 +177,16 @@ def test_parse_budget_rejects_garbage(bad):
 def test_parse_budget_rejects_non_positive(bad):
     with pytest.raises(BudgetError, match="must be positive"):
         parse_budget(bad)
+
+
+def test_closest_is_the_one_selection_rule():
+    """Below the budget by default, either side with ``nearest``, first of equals, clear when infeasible."""
+    from surmlab.budget import closest
+
+    options = [(10, {"k": 1}), (20, {"k": 2}), (20, {"k": 3}), (40, {"k": 4})]
+    assert closest(options, 39) == (20, {"k": 2})
+    assert closest(options, 39, nearest=True) == (40, {"k": 4})
+    assert closest(options, 1000, nearest=True) == (40, {"k": 4})
+    assert closest(options, "20") == (20, {"k": 2})
+    with pytest.raises(BudgetError, match="a budget of 5 is infeasible for knob: achievable counts range from 10 to 40"):
+        closest(options, 5, what="knob")

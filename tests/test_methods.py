@@ -233,3 +233,43 @@ def test_cli_targets_all_linear_is_every_linear_layer(capsys):
     rows = [line.split()[0] for line in out.splitlines() if line.startswith("model.")]
     assert len(rows) == 2 * 6 and not any("classifier" in r for r in rows)  # 6 linears per layer, not the head
     assert "16,384 method + 130 head" in out
+
+
+# -- the registry ----------------------------------------------------------------------------------------
+
+
+def test_every_structure_family_is_a_method_at_its_own_learning_rate():
+    from surmlab.structures import FAMILIES
+
+    surm = {name: m for name, m in METHODS.items() if m.kind == "surm"}
+    assert sorted(surm) == sorted(f"surm-{family}" for family in FAMILIES)
+    for family, cls in FAMILIES.items():
+        method = surm[f"surm-{family}"]
+        assert (method.structure, method.lr, method.takes_mode, method.budgeted) == (family, cls.default_lr, True, True)
+    assert [m for m in METHODS.values() if m.takes_mode] == list(surm.values())  # no baseline takes SURM's modes
+
+
+@pytest.fixture
+def scratch_method():
+    """Registers ``scale-head`` for one test and removes it afterwards."""
+    from surmlab.methods import Built, register_method
+
+    @register_method("scale-head", kind="selective", lr=0.25, description="a test baseline")
+    def build(model, request):
+        return Built(model, {}, "nothing (head only)")
+
+    yield build
+    METHODS.pop("scale-head")
+
+
+def test_a_baseline_is_one_decorated_function(scratch_method):
+    from surmlab.methods import method_info
+
+    assert method_info("scale-head").build is scratch_method
+    assert list(METHODS).index("scale-head") < list(METHODS).index("full")  # listed with its kind
+    prepared = prepare("scale-head", tiny_vit(), head=["head"])
+    assert (prepared.lr, prepared.method_params, prepared.targets) == (0.25, 0, "nothing (head only)")
+    with pytest.raises(ValueError, match="'scale-head' is registered twice"):
+        from surmlab.methods import register_method
+
+        register_method("scale-head", kind="selective", lr=1.0, description="again")(scratch_method)

@@ -23,6 +23,7 @@ def _cost(in_features: int, out_features: int, m1: int, n1: int) -> int:
 
 class Kronecker(Structure):
     family = "kronecker"
+    default_lr = 3e-3
 
     def __init__(self, in_features: int, out_features: int, factors: Sequence[int] | None = None) -> None:
         super().__init__(in_features, out_features)

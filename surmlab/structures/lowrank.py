@@ -14,6 +14,7 @@ from .base import Shape, Structure, resolve_rank
 
 class LowRank(Structure):
     family = "lowrank"
+    default_lr = 3e-3
 
     def __init__(self, in_features: int, out_features: int, rank: int | None = None) -> None:
         super().__init__(in_features, out_features)
