@@ -188,5 +188,5 @@ def test_closest_is_the_one_selection_rule():
     assert closest(options, 39, nearest=True) == (40, {"k": 4})
     assert closest(options, 1000, nearest=True) == (40, {"k": 4})
     assert closest(options, "20") == (20, {"k": 2})
-    with pytest.raises(BudgetError, match="a budget of 5 is infeasible for knob: achievable counts range from 10 to 40"):
+    with pytest.raises(BudgetError, match="budget of 5 is infeasible for knob: achievable counts range from 10 to 40"):
         closest(options, 5, what="knob")
