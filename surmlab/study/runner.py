@@ -1,0 +1,167 @@
+"""Run a study's cells: skip finished ones, resume interrupted ones, record failures, in parallel.
+
+Each cell is an ordinary run in the study's run store (``<study>/runs``), named by its key, so
+``surmlab runs <study>/runs`` lists them and ``--resume`` works on any of them. Cells run in worker
+processes (one per GPU where there are GPUs; on CPU the cores are shared out), so a crashing run never
+takes the study down; the parent alone writes the study's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..budget import BudgetError
+from ..fileio import read_json, write_json
+from ..methods import METHODS, prepare
+from ..runs import RunDir
+from .spec import Cell, StudySpec
+
+CELLS_FILE = "cells.json"
+FINISHED = ("completed",)
+
+
+@dataclass
+class CellOutcome:
+    """What became of one cell: its run folder (relative to the study), status and, if failed, why."""
+
+    key: str
+    status: str  # completed | failed | interrupted | stopped | pending
+    run: str | None = None
+    reason: str | None = None
+    wall_time_s: float | None = None
+
+
+def check_budgets(spec: StudySpec) -> None:
+    """Prepare every budgeted method at every budget on a randomly initialised backbone (no weights
+    read): an infeasible budget fails here, naming method and budget, before any training starts."""
+    from ..models import load_backbone
+
+    for method in spec.methods:
+        if not METHODS[method].budgeted:
+            continue
+        for budget in spec.budgets:
+            backbone = load_backbone(spec.backbone, 2, pretrained=False)
+            mode = spec.mode if METHODS[method].takes_mode else "lora"
+            try:
+                prepare(method, backbone.model, head=backbone.head, budget=budget, mode=mode)
+            except BudgetError as err:
+                raise BudgetError(f"study {spec.name}: {method} at budget {budget}: {err}") from None
+
+
+def find_run(runs_dir: Path, key: str) -> Path | None:
+    """The newest run folder whose configuration is named ``key``."""
+    found = []
+    for config_file in runs_dir.glob("*/config.json"):
+        try:
+            if read_json(config_file)["train"].get("name") == key:
+                found.append(config_file.parent)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return max(found, key=lambda p: p.name) if found else None
+
+
+def cell_state(runs_dir: Path, key: str) -> tuple[str, Path | None]:
+    """``(status, run folder)`` of a cell from its run store: pending when it never started;
+    interrupted when its trainer died."""
+    run = find_run(runs_dir, key)
+    if run is None:
+        return "pending", None
+    folder = RunDir(run)
+    summary = folder.summary()
+    status = summary.get("status") or "interrupted"
+    if status == "running" and not folder.trainer_alive(summary):
+        status = "interrupted"
+    return status, run
+
+
+def _work(config: dict[str, Any], resume: str | None, threads: int, device: str | None) -> dict[str, Any]:
+    """One cell in a worker process; every failure comes back as data, never as a dead pool."""
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    torch.set_num_threads(threads)
+    from ..train import TrainConfig, train
+
+    started = time.time()
+    try:
+        summary = train(TrainConfig(**config), resume=resume, progress=False)
+        return {"status": summary["status"], "reason": summary.get("reason"), "wall_time_s": time.time() - started}
+    except Exception as err:  # recorded by the parent; the other cells go on
+        return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "wall_time_s": time.time() - started}
+
+
+def run_cells(
+    spec: StudySpec,
+    folder: Path,
+    workers: int = 1,
+    progress: bool = True,
+    submit: Callable[..., Future] | None = None,
+) -> list[CellOutcome]:
+    """Run every cell not yet completed (resuming interrupted ones); returns every cell's outcome."""
+    runs_dir = folder / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    cells = spec.cells()
+    outcomes: dict[str, CellOutcome] = {}
+    todo: list[tuple[Cell, Path | None]] = []
+    for cell in cells:
+        status, run = cell_state(runs_dir, cell.key)
+        rel = str(run.relative_to(folder)) if run else None
+        outcomes[cell.key] = CellOutcome(cell.key, status, rel)
+        if status not in FINISHED:
+            resume = run if status in ("interrupted", "stopped") else None
+            todo.append((cell, resume))
+    save_outcomes(folder, outcomes)
+    gpus = torch.cuda.device_count()
+    workers = max(1, min(workers, gpus or workers, len(todo) or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=spec.name, disable=not progress, unit="cell")
+    pending: dict[Future, Cell] = {}
+    free_devices = [str(i) for i in range(gpus)] if gpus else [None] * workers
+    busy: dict[Future, str | None] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        queue = list(todo)
+        while queue or pending:
+            while queue and free_devices:
+                cell, resume = queue.pop(0)
+                device = free_devices.pop(0)
+                config = spec.train_config(cell, runs_dir)
+                future = (submit or pool.submit)(_work, config, str(resume) if resume else None, threads, device)
+                pending[future], busy[future] = cell, device
+                outcomes[cell.key].status = "running"
+            bar.set_postfix(running=len(pending), left=len(queue))
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell = pending.pop(future)
+                free_devices.append(busy.pop(future))
+                result = future.result()
+                _, run = cell_state(runs_dir, cell.key)
+                outcomes[cell.key] = CellOutcome(
+                    cell.key,
+                    result["status"],
+                    str(run.relative_to(folder)) if run else None,
+                    result["reason"],
+                    result["wall_time_s"],
+                )
+                save_outcomes(folder, outcomes)
+                bar.update(1)
+    bar.close()
+    return [outcomes[c.key] for c in cells]
+
+
+def save_outcomes(folder: Path, outcomes: dict[str, CellOutcome]) -> None:
+    write_json(folder / CELLS_FILE, [asdict(o) for o in outcomes.values()])
+
+
+def load_outcomes(folder: Path) -> list[CellOutcome]:
+    file = folder / CELLS_FILE
+    return [CellOutcome(**row) for row in json.loads(file.read_text())] if file.exists() else []
