@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: these versions come from local wheels where available.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[app,notebooks,assets,dev]"
+	$(PY) -m pip install -q -e ".[app,notebooks,assets,ray,dev]"
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt
 	touch $(STAMP)
 

@@ -117,3 +117,20 @@ def test_a_small_study_runs_in_two_workers_and_resumes_without_retraining(tmp_pa
     assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir()) == runs
     assert again.summary["mean"].tolist() == result.summary["mean"].tolist()
     assert (tmp_path / "s" / "summary.csv").exists() and (tmp_path / "s" / "cells.csv").exists()
+
+
+@pytest.mark.slow
+def test_the_same_study_runs_on_a_local_ray_instance_with_two_cpu_workers(tmp_path):
+    import ray  # the ray extra, which make setup installs
+
+    spec = StudySpec.from_dict(
+        {**BASE, "methods": ["lora", "linear-probe"], "budgets": ["2k"], "seeds": [0, 1],
+         "train": {"max_steps": 2, "max_train": 64, "max_eval": 32, "max_length": 16}}
+    )  # fmt: skip
+    try:
+        result = study(spec, root=tmp_path, workers=2, progress=False, ray="local")
+        assert ray.cluster_resources().get("CPU") == 2
+    finally:
+        ray.shutdown()
+    assert list(result.cells.status) == ["completed"] * 4
+    assert result.summary.set_index("method").loc["lora"].seeds == 2

@@ -27,12 +27,15 @@ class StudyResult:
     summary: pd.DataFrame  # one row per method, budget and lr
 
 
-def study(spec: StudySpec, root: str | Path = "studies", workers: int = 1, progress: bool = True) -> StudyResult:
-    """Check everything, then run every unfinished cell and write ``cells.csv`` and ``summary.csv``."""
+def study(
+    spec: StudySpec, root: str | Path = "studies", workers: int = 1, progress: bool = True, ray: str | None = None
+) -> StudyResult:
+    """Check everything, then run every unfinished cell and write ``cells.csv`` and ``summary.csv``.
+    ``ray``: ``local`` (a Ray instance on this machine), ``auto`` or an address (a running cluster)."""
     folder = Path(root) / spec.name
     check_budgets(spec)  # before any folder is claimed or any step trained
     spec.claim(folder)
-    outcomes = run_cells(spec, folder, workers=workers, progress=progress)
+    outcomes = run_cells(spec, folder, workers=workers, progress=progress, ray=ray)
     return tables(spec, folder, outcomes)
 
 

@@ -100,49 +100,66 @@ def _work(config: dict[str, Any], resume: str | None, threads: int, device: str 
         return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "wall_time_s": time.time() - started}
 
 
+class RayPool:
+    """Cells as Ray tasks, on a cluster (``address``: ``auto`` or ``host:port``) or on a Ray instance
+    started here (``local``). The study folder must be on storage every node shares."""
+
+    def __init__(self, address: str, workers: int) -> None:
+        import ray  # an optional extra: pip install "surmlab[ray]"
+
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(**({"num_cpus": workers} if address == "local" else {"address": address}))
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_work)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        return self.task.remote(*args).future()
+
+    def __enter__(self) -> RayPool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def run_cells(
-    spec: StudySpec,
-    folder: Path,
-    workers: int = 1,
-    progress: bool = True,
-    submit: Callable[..., Future] | None = None,
+    spec: StudySpec, folder: Path, workers: int = 1, progress: bool = True, ray: str | None = None
 ) -> list[CellOutcome]:
-    """Run every cell not yet completed (resuming interrupted ones); returns every cell's outcome."""
+    """Run every cell not yet completed (resuming interrupted ones); returns every cell's outcome.
+    ``workers`` processes run at once (at most one per GPU); ``ray`` hands the cells to Ray instead."""
     runs_dir = folder / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     cells = spec.cells()
     outcomes: dict[str, CellOutcome] = {}
-    todo: list[tuple[Cell, Path | None]] = []
+    queue: list[tuple[Cell, Path | None]] = []
     for cell in cells:
         status, run = cell_state(runs_dir, cell.key)
-        rel = str(run.relative_to(folder)) if run else None
-        outcomes[cell.key] = CellOutcome(cell.key, status, rel)
+        outcomes[cell.key] = CellOutcome(cell.key, status, str(run.relative_to(folder)) if run else None)
         if status not in FINISHED:
-            resume = run if status in ("interrupted", "stopped") else None
-            todo.append((cell, resume))
+            queue.append((cell, run if status in ("interrupted", "stopped") else None))
     save_outcomes(folder, outcomes)
-    gpus = torch.cuda.device_count()
-    workers = max(1, min(workers, gpus or workers, len(todo) or 1))
+    gpus = 0 if ray else torch.cuda.device_count()
+    workers = max(1, min(workers, gpus or workers))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=spec.name, disable=not progress, unit="cell")
-    pending: dict[Future, Cell] = {}
-    free_devices = [str(i) for i in range(gpus)] if gpus else [None] * workers
-    busy: dict[Future, str | None] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        queue = list(todo)
-        while queue or pending:
-            while queue and free_devices:
+    devices: list[str | None] = [str(i) for i in range(workers)] if gpus else [None] * workers
+    bar = tqdm(total=len(cells), initial=len(cells) - len(queue), desc=spec.name, disable=not progress, unit="cell")
+    running: dict[Future, tuple[Cell, str | None]] = {}
+    pool = RayPool(ray, workers) if ray else ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    with pool:
+        while queue or running:
+            while queue and devices:  # one cell per free worker (per GPU)
                 cell, resume = queue.pop(0)
-                device = free_devices.pop(0)
+                device = devices.pop(0)
                 config = spec.train_config(cell, runs_dir)
-                future = (submit or pool.submit)(_work, config, str(resume) if resume else None, threads, device)
-                pending[future], busy[future] = cell, device
+                future = pool.submit(_work, config, str(resume) if resume else None, threads, device)
+                running[future] = (cell, device)
                 outcomes[cell.key].status = "running"
-            bar.set_postfix(running=len(pending), left=len(queue))
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            bar.set_postfix(running=len(running), left=len(queue))
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                cell = pending.pop(future)
-                free_devices.append(busy.pop(future))
+                cell, device = running.pop(future)
+                devices.append(device)
                 result = future.result()
                 _, run = cell_state(runs_dir, cell.key)
                 outcomes[cell.key] = CellOutcome(
