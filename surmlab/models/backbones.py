@@ -37,7 +37,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
