@@ -268,7 +268,7 @@ def _fashion_mnist(folder: Path = FASHION_DIR) -> tuple[datasets.Dataset, datase
 
 def _cached(key: str, build: Callable[[], datasets.DatasetDict]) -> datasets.DatasetDict:
     """Encode once (PNG-encoding 70k images takes seconds), then memory-map the saved Arrow files."""
-    from ..models import cache_dir
+    from ..hub import cache_dir
 
     target = cache_dir() / "datasets" / key
     if not (target / "dataset_dict.json").exists():
@@ -455,7 +455,7 @@ def _load_saved(spec: Spec, path: Path) -> tuple[datasets.Dataset, datasets.Data
 
 
 def _load_hub(spec: Spec, hint: str = "") -> tuple[datasets.Dataset, datasets.Dataset, list | None, str]:
-    from ..models import hub_offline, hub_reachable
+    from ..hub import hub_offline, hub_reachable
 
     hub = spec.hub
     ref = hub.dataset + (f" ({hub.config})" if hub.config else "")
