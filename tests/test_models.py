@@ -245,3 +245,9 @@ def test_resolve_backbone_names_the_kind_without_building():
     assert resolve_backbone("org/model") == ("hf", "org/model")
     with pytest.raises(ValueError, match=r"unknown backbone 'vit-s15'"):
         resolve_backbone("vit-s15")
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "minilm-l6", "hf:bert-base-uncased"])
+def test_image_size_is_refused_for_text_backbones(name):
+    with pytest.raises(ValueError, match="image_size applies to image backbones"):
+        load_backbone(name, 2, image_size=32)

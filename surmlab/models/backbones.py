@@ -47,8 +47,6 @@ from .assets import (
 
 log = logging.getLogger(__name__)
 
-NAMED = ("minilm-l6", "vit-s14", "tiny-vit", "tiny-bert")
-TEXT_NAMED = ("minilm-l6", "tiny-bert")
 HUB_EXAMPLES = (
     "timm:vit_base_patch16_224.augreg_in21k",
     "timm:vit_base_patch16_clip_224.openai",
@@ -84,6 +82,14 @@ class Backbone:
     train_transform: Callable | None = None  # image: augmenting variant of ``transform``
     num_labels: int = 0
     regression: bool = False
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How one kind of backbone is built, and which modality it takes."""
+
+    modality: str  # "image" | "text"
+    build: Callable[..., Backbone]  # (reference, num_labels, *, regression, pretrained, image_size) -> Backbone
 
 
 # -- wrappers -------------------------------------------------------------------------------------
@@ -163,10 +169,10 @@ def load_backbone(
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     kind, ref = resolve_backbone(name)
-    if image_size is not None and (kind == "hf" or ref in TEXT_NAMED):
+    builder = NAMED_BUILDERS[ref] if kind == "named" else HUB_BUILDERS[kind]
+    if image_size is not None and builder.modality == "text":
         raise ValueError(f"image_size applies to image backbones; {name!r} is a text model")
-    loader = LOADERS[ref] if kind == "named" else LOADERS[kind]
-    backbone = loader(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
+    backbone = builder.build(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
     backbone.name, backbone.num_labels, backbone.regression = name, num_labels, regression
     return backbone
 
@@ -176,7 +182,7 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     if name in NAMED:
         return "named", name
     prefix, _, rest = name.partition(":")
-    if prefix in ("timm", "hf") and rest:
+    if prefix in HUB_BUILDERS and rest:
         return prefix, rest
     if Path(name).is_dir():
         return "hf", name
@@ -429,11 +435,12 @@ def _load_hf(
     return Backbone("", wrapper, "text", loaded, source, head, tokenizer=tokenizer)
 
 
-LOADERS: dict[str, Callable[..., Backbone]] = {
-    "minilm-l6": _load_minilm,
-    "vit-s14": _load_vit_s14,
-    "tiny-vit": _load_tiny_vit,
-    "tiny-bert": _load_tiny_bert,
-    "timm": _load_timm,
-    "hf": _load_hf,
+# The named offline backbones, in the order ``list_backbones`` shows them, and the hub kinds.
+NAMED_BUILDERS: dict[str, Builder] = {
+    "minilm-l6": Builder("text", _load_minilm),
+    "vit-s14": Builder("image", _load_vit_s14),
+    "tiny-vit": Builder("image", _load_tiny_vit),
+    "tiny-bert": Builder("text", _load_tiny_bert),
 }
+HUB_BUILDERS: dict[str, Builder] = {"timm": Builder("image", _load_timm), "hf": Builder("text", _load_hf)}
+NAMED = tuple(NAMED_BUILDERS)
