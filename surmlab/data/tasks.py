@@ -98,19 +98,6 @@ def _image_hub(
     return Spec(name, "image", "accuracy", n, names, hub, local=local)
 
 
-def _image_hub(
-    name: str,
-    dataset: str,
-    n: int,
-    names: tuple[str, ...] | None = None,
-    image: str = "image",
-    label: str = "label",
-    local: LocalFiles | None = None,
-) -> Spec:
-    hub = Hub(dataset, None, {image: "image", label: "label"}, "test")
-    return Spec(name, "image", "accuracy", n, names, hub, local=local)
-
-
 SPECS: dict[str, Spec] = {
     s.name: s
     for s in [
