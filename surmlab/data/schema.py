@@ -17,6 +17,8 @@ import datasets
 
 @dataclass
 class Task:
+    """A loaded task: both splits in the lab's schema, what the model predicts and how it is scored."""
+
     name: str
     modality: str  # "image" | "text"
     num_labels: int  # 1 for regression
