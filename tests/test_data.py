@@ -1,5 +1,8 @@
 """Tasks: offline real data, GLUE TSVs, hub code paths on local stand-ins, user data, metrics, batching."""
 
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +13,20 @@ from PIL import Image as PILImage
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from surmlab import data, models
-from surmlab.data import compute_metrics, list_tasks, load_task, majority_baseline, make_collate
+from surmlab import data, hub
+from surmlab.data import (
+    Loaded,
+    compute_metrics,
+    glue,
+    hub_datasets,
+    list_tasks,
+    load_task,
+    majority_baseline,
+    make_collate,
+    packaged,
+    user_data,
+)
+from surmlab.data import tasks as task_registry
 from surmlab.models import load_backbone
 
 # The GLUE TSVs the project ships (data/glue/README.md lists their sources and counts).
@@ -80,6 +95,30 @@ def test_mnist_5k_split():
     assert (len(task.train), len(task.eval)) == (4000, 1000)
     assert counts(task.eval) == [100] * 10
     assert task.train[0]["image"].size == (28, 28)
+
+
+def fingerprint(values):
+    return hashlib.sha256("\n".join(map(str, values)).encode()).hexdigest()[:16]
+
+
+def test_same_seeds_pick_the_same_rows_as_ever():
+    """Pinned row fingerprints: a change to the split or the subsampling streams shows up here."""
+    task = load_task("rotten-tomatoes", seed=3, shots_per_class=5)
+    assert fingerprint(task.eval["text"]) == "47de5c7bb9570c4c"
+    assert fingerprint(task.train["text"]) == "7f69ac79894df038"
+
+
+def test_sources_return_one_record():
+    spec = task_registry.SPECS["glue/rte"]
+    for loaded in (packaged.mnist(), glue.load_tsv(spec, GLUE_DIR / "RTE")):
+        assert isinstance(loaded, Loaded) and len(loaded.train) and len(loaded.eval) and loaded.description
+    assert loaded.label_names == ["entailment", "not_entailment"]
+
+
+def test_data_does_not_import_models():
+    code = "import sys, surmlab.data; print(sorted(m for m in sys.modules if m.startswith('surmlab.models')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # -- GLUE TSVs -----------------------------------------------------------------------------------
@@ -178,12 +217,12 @@ CIFAR100_COLUMNS = {"fine_label": [f"f{i}" for i in range(100)], "coarse_label":
 @pytest.mark.parametrize(
     ("name", "image_col", "label_cols", "num_labels"),
     [
-        ("cifar10", "img", {"label": list(data.CIFAR10_NAMES)}, 10),
+        ("cifar10", "img", {"label": list(task_registry.CIFAR10_NAMES)}, 10),
         ("cifar100", "img", CIFAR100_COLUMNS, 100),
         ("sun397", "image", {"label": [f"s{i}" for i in range(397)]}, 397),
         ("dtd", "image", {"label": [f"d{i}" for i in range(47)]}, 47),
-        ("stl10", "image", {"label": list(data.STL10_NAMES)}, 10),
-        ("fashion-mnist", "image", {"label": list(data.FASHION_NAMES)}, 10),
+        ("stl10", "image", {"label": list(task_registry.STL10_NAMES)}, 10),
+        ("fashion-mnist", "image", {"label": list(task_registry.FASHION_NAMES)}, 10),
     ],
 )  # fmt: skip
 def test_image_hub_tasks_from_saved_standins(tmp_path, name, image_col, label_cols, num_labels):
@@ -237,17 +276,17 @@ def test_glue_hub_schema_from_saved_standins(tmp_path):
 def test_hub_path_asks_for_the_right_dataset(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     calls = []
 
     def fake_load_dataset(path, name=None):
         calls.append((path, name))
         if path == "nyu-mll/glue":
             return glue_standin(name)
-        return image_standin("img", {"label": list(data.CIFAR10_NAMES)})
+        return image_standin("img", {"label": list(task_registry.CIFAR10_NAMES)})
 
-    monkeypatch.setattr(data.datasets, "load_dataset", fake_load_dataset)
-    monkeypatch.setattr(data, "default_glue_dir", lambda: None)
+    monkeypatch.setattr(hub_datasets.datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(glue, "default_glue_dir", lambda: None)
     assert len(load_task("cifar10").eval) == 10
     assert len(load_task("glue/mnli").eval) == 6
     assert "hub" in load_task("glue/sst2").description
@@ -438,10 +477,10 @@ def test_image_collate_converts_grayscale(tiny_vit):
 def test_tables_beyond_the_bounds_are_refused(tmp_path, monkeypatch):
     rows = "body,sentiment\n" + "".join(f"r{i},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
     task = write_csv(tmp_path / "big.csv", rows)
-    monkeypatch.setattr(data, "MAX_TABLE_ROWS", 30)
+    monkeypatch.setattr(user_data, "MAX_TABLE_ROWS", 30)
     with pytest.raises(ValueError, match=r"big\.csv has more than 30 rows"):
         load_task(task, text_column="body", label_column="sentiment")
-    monkeypatch.setattr(data, "MAX_TABLE_BYTES", 100)
+    monkeypatch.setattr(user_data, "MAX_TABLE_BYTES", 100)
     with pytest.raises(ValueError, match=r"big\.csv is \d+ bytes; tables up to 100 bytes"):
         load_task(task, text_column="body", label_column="sentiment")
 
@@ -451,6 +490,6 @@ def test_image_folders_beyond_the_bound_are_refused(tmp_path, monkeypatch):
         (tmp_path / c).mkdir()
         for i in range(3):
             PILImage.new("L", (4, 4)).save(tmp_path / c / f"{i}.png")
-    monkeypatch.setattr(data, "MAX_IMAGE_FILES", 5)
+    monkeypatch.setattr(user_data, "MAX_IMAGE_FILES", 5)
     with pytest.raises(ValueError, match=r"holds more than 5 files; point at a dataset folder"):
         load_task(f"folder:{tmp_path}")

