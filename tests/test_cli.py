@@ -86,7 +86,7 @@ def test_a_config_written_by_the_app_reads_back_unchanged(tmp_path):
 def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
     runs = tmp_path / "runs"
     path = tmp_path / "run.json"
-    path.write_text(json.dumps({"epochs": 2, "bogus": 1}))
+    path.write_text(json.dumps({"max_train": 0, "bogus": 1}))  # were the key let through, max_train would stop it
     assert cli(["train", "--config", str(path), "--runs-dir", str(runs)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith(f"surmlab train: error: {path}: unknown training options ['bogus']; known: [")
