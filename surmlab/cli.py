@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
 from .data import USER_FORMS, list_tasks
 from .methods import METHODS, prepare
 from .models import list_backbones, load_backbone
@@ -261,7 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_options(demo, ["runs_dir"])
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="fine-tune a backbone on a task with a method")
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a backbone on a task with a method",
+        description="Fine-tune a backbone on a task with a method. The options are TrainConfig's fields: give "
+        'them as flags, or in a JSON file (--config run.json, e.g. {"method": "lora", "budget": "50k"}) '
+        "with the flags given over it.",
+    )
     train.add_argument(
         "--config", metavar="FILE", help="a JSON file of training options (the flags below); flags given override it"
     )
@@ -284,8 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="texts (text backbones) or image paths")
     predict.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
     predict.set_defaults(func=cmd_predict)
-
-    from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
 
     app = sub.add_parser("app", help="the lab in the browser (Gradio), on 127.0.0.1:7860 unless told otherwise")
     add_app_arguments(app)
