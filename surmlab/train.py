@@ -17,7 +17,7 @@ import random
 import resource
 import signal
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,106 +26,16 @@ import torch
 from accelerate.utils import set_seed
 from safetensors.torch import save_file
 
-from .config import from_dict, is_real, is_whole
 from .data import Task, compute_metrics, load_task, make_collate
-from .methods import HEAD_LR, Prepared, head_parameter_names, prepare
+from .methods import Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .provenance import git_commit, package_versions
 from .runs import RunDir, atomic_write, read_json, write_json
+from .train_config import RESUME_OPTIONS, TrainConfig
 from .tuner import read_safetensors, save_adapter, surm_layers
 
-SCHEDULES = ("cosine", "linear", "constant")
 # A loss this many times the first step's is a diverged run, not a result: it ends "failed".
 DIVERGENCE_FACTOR = 100.0
-PRECISIONS = ("no", "fp16", "bf16")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; saved as the run's ``config.json``."""
-
-    backbone: str = "minilm-l6"
-    task: str = "rotten-tomatoes"
-    method: str = "surm-circulant"
-    mode: str = "lora"
-    budget: int | str | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    targets: list[str] | str | None = None
-    alpha: float = 1.0
-    product: str = "auto"  # how S x is computed: fft, dense or auto
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 32
-    eval_batch_size: int = 64
-    grad_accum: int = 1
-    lr: float | None = None  # None: the method's documented default
-    head_lr: float = HEAD_LR
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    schedule: str = "cosine"
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"
-    seed: int = 0
-    data_dir: str | None = None
-    shots_per_class: int | None = None
-    train_fraction: float | None = None
-    max_train: int | None = None
-    max_eval: int | None = None
-    max_length: int = 128
-    image_size: int | None = None
-    pretrained: bool | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    runs_dir: str = "runs"
-    name: str | None = None
-    log_with: str | None = None
-    cpu: bool = False
-    log_every: int = 10
-    checkpoint_every: int = 50  # optimiser steps between checkpoints (0: only when the run ends or stops)
-
-    def __post_init__(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"unknown mixed_precision {self.mixed_precision!r}; known: {', '.join(PRECISIONS)}")
-        # One validation for the CLI, the Python API and the app: each builds a TrainConfig.
-        counts = ("epochs", "batch_size", "eval_batch_size", "grad_accum", "log_every", "max_length")
-        optional_counts = ("max_steps", "shots_per_class", "max_train", "max_eval", "image_size")
-        for name in counts + optional_counts:
-            value = getattr(self, name)
-            if value is None and name in optional_counts:
-                continue
-            if not is_whole(value) or value < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-        for name in ("lr", "head_lr"):
-            value = getattr(self, name)
-            if not (value is None and name == "lr") and not (is_real(value) and 0 < value < math.inf):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        for name in ("weight_decay", "max_grad_norm"):
-            value = getattr(self, name)
-            if not (is_real(value) and 0 <= value < math.inf):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (is_real(self.warmup_ratio) and 0 <= self.warmup_ratio < 1):
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
-        if self.train_fraction is not None and not (is_real(self.train_fraction) and 0 < self.train_fraction <= 1):
-            raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
-        if not (is_real(self.alpha) and math.isfinite(self.alpha)):
-            raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
-        if not is_whole(self.checkpoint_every) or self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be a whole number >= 0, got {self.checkpoint_every!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return from_dict(cls, data, "training options")
-
-    def run_name(self) -> str:
-        return self.name or f"{self.method}-{self.backbone}-{self.task}".replace("/", "-")
-
-
-# What ``--resume`` may change: how long the run goes on and how often it reports. Everything else
-# defines the run and stays as it was saved.
-RESUME_OPTIONS = ("epochs", "max_steps", "log_every", "checkpoint_every")
 
 
 class StopRequested:

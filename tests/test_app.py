@@ -15,10 +15,9 @@ import pytest
 
 from surmlab.app import _is_loopback, parse_auth
 from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
-from surmlab.app.jobs import JobManager, JobRecord, config_to_args, error_from_log, pid_alive
+from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
 from surmlab.app.readout import BudgetReadout, parse_targets
 from surmlab.app.watch import MetricsCache, progress
-from surmlab.cli import _train_config, build_parser
 from surmlab.runs import RunDir, list_runs
 from surmlab.train import TrainConfig
 
@@ -111,17 +110,6 @@ def test_form_to_config_follows_the_method():
     assert config.targets is None and config.lr == 3e-3 and config.max_train == 64  # the preset is recorded as such
     assert Form(**TINY, targets="attention.self.query").to_config("runs", preset).targets == ["attention.self.query"]
     assert log_every(64, 16, 1) == 1 and log_every(None, 32, 1) == 10 and log_every(100_000, 32, 3) == 10
-
-
-def test_config_round_trips_through_the_command_line():
-    config = TrainConfig(
-        **TINY, hyper={"block_size": 16}, targets=["query", "value"], lr=3e-3, epochs=2, max_train=64,
-        pretrained=False, cpu=True, name="x", runs_dir="somewhere", max_steps=7, weight_decay=0.1,
-    )  # fmt: skip
-    args = build_parser().parse_args(["train", *config_to_args(config)])
-    assert _train_config(args) == config
-    with pytest.raises(ValueError, match="pretrained"):
-        config_to_args(TrainConfig(pretrained=True))
 
 
 # -- the job manager, with real training processes ------------------------------------------------------

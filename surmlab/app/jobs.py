@@ -1,15 +1,16 @@
 """One training job at a time, each in its own process, with a FIFO queue of pending configs.
 
-The app never trains in its own process: a job is ``python -m surmlab train ...`` writing its run
-directory, so a crash, a NaN or an out-of-memory kill there cannot take the UI down. The current job,
-the queue and the recent outcomes live in ``<runs_dir>/.surmlab-app/queue.json`` (written atomically),
-so a page reload or an app restart finds them again: a restarted app re-attaches to a child that is
-still alive by its pid (checked against the job id on its command line) and otherwise reads the
-outcome from the run's ``summary.json``.
+The app never trains in its own process: a job is ``python -m surmlab train --config <job>.json``
+writing its run directory, so a crash, a NaN or an out-of-memory kill there cannot take the UI down.
+The current job, the queue and the recent outcomes live in ``<runs_dir>/.surmlab-app/queue.json``
+(written atomically), so a page reload or an app restart finds them again: a restarted app
+re-attaches to a child that is still alive by its pid (checked against the job id on its command
+line, in the config file's name) and otherwise reads the outcome from the run's ``summary.json``.
 
-A job finds its run directory through its name: ``--name <run name>-<job id>`` makes the child create
-``<stamp>-<run name>-<job id>``. Stop is the run's ``STOP`` file (the training loop finishes the step,
-saves the adapter and marks the run ``stopped``); a stop asked for before that folder exists is
+A job finds its run directory through its name: the name ``<run name>-<job id>`` in its config file
+(``<runs_dir>/.surmlab-app/configs/<job id>.json``) makes the child create
+``<stamp>-<run name>-<job id>``. Stop is the run's ``STOP`` file (the training loop finishes the
+step, saves the adapter and marks the run ``stopped``); a stop asked for before that folder exists is
 remembered and applied as soon as it appears.
 """
 
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,31 +75,6 @@ class JobRecord:
         c = self.config
         budget = f", budget {c['budget']}" if c.get("budget") is not None else ""
         return f"{c.get('method')} on {c.get('backbone')} / {c.get('task')}{budget}"
-
-
-def config_to_args(config: TrainConfig) -> list[str]:
-    """``surmlab train`` options reproducing ``config`` (only fields that differ from the defaults)."""
-    if config.pretrained is True:
-        raise ValueError("pretrained=True has no command-line flag; leave it unset (weights load when available)")
-    defaults = TrainConfig()
-    args: list[str] = []
-    for f in fields(TrainConfig):
-        value, flag = getattr(config, f.name), "--" + f.name.replace("_", "-")
-        if value == getattr(defaults, f.name) or value is None:
-            continue
-        if f.name == "hyper":
-            import json
-
-            args += [flag, json.dumps(value)]
-        elif f.name == "targets":
-            args += [flag, *([value] if isinstance(value, str) else value)]
-        elif f.name == "pretrained":
-            args.append("--no-pretrained")
-        elif f.name == "cpu":
-            args.append("--cpu")
-        else:
-            args += [flag, str(value)]
-    return args
 
 
 def describe_exit(code: int | None) -> str:
@@ -208,8 +184,7 @@ class JobManager:
         """Queue ``config`` (its ``runs_dir`` is replaced by this manager's); starts it if nothing runs."""
         job_id = secrets.token_hex(3)
         base = slug(config.run_name())[:80]
-        values = {**asdict(config), "runs_dir": str(self.runs_dir), "name": f"{base}-{job_id}"}
-        config_to_args(TrainConfig(**values))  # refuse what the command line cannot express, now
+        values = asdict(replace(config, runs_dir=str(self.runs_dir), name=f"{base}-{job_id}"))
         job = JobRecord(id=job_id, config=values, name=values["name"], submitted=time.time())
         with self._lock:
             self.state.pending.append(job)
@@ -316,13 +291,14 @@ class JobManager:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         job.log = str(logs / f"{job.id}.log")
-        config = TrainConfig(**job.config)
-        cmd = [self.python, "-m", "surmlab", "train", *config_to_args(config)]
+        config_file = self.state_dir / "configs" / f"{job.id}.json"  # its name carries the id that pid_alive checks
+        cmd = [self.python, "-m", "surmlab", "train", "--config", str(config_file)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
         job.started, job.status = time.time(), "starting"
         self.state.current = job
         try:
+            write_json(config_file, asdict(TrainConfig.from_dict(job.config)))
             with open(job.log, "ab") as out:
                 out.write(("$ " + " ".join(cmd) + "\n").encode())
                 out.flush()
@@ -337,7 +313,7 @@ class JobManager:
                     start_new_session=True,
                 )
             job.pid = self._proc.pid
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a queued config this version no longer accepts
             self._reap(job, None, f"could not start the training process: {err}")
 
     def _reap(self, job: JobRecord, code: int | None, reason: str | None = None) -> None:
