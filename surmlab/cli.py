@@ -17,6 +17,7 @@ from .app import add_arguments as add_app_arguments  # cheap: gradio loads only 
 from .data import USER_FORMS, list_tasks
 from .methods import METHODS, prepare
 from .models import list_backbones, load_backbone
+from .study.cli import add_study_arguments, cmd_study
 from .train import TrainingFailed, train
 from .train_config import TrainConfig
 
@@ -303,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reproduce.add_argument("rest", nargs=argparse.REMAINDER)
     reproduce.set_defaults(func=cmd_reproduce)
+
+    study = sub.add_parser("study", help="methods x budgets x seeds on one backbone and task, with intervals")
+    add_study_arguments(study)
+    study.set_defaults(func=cmd_study)
 
     bench = sub.add_parser("bench", help="speed and memory benchmarks (see benchmarks/README.md)", add_help=False)
     bench.add_argument("rest", nargs=argparse.REMAINDER)

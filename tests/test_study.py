@@ -134,3 +134,19 @@ def test_the_same_study_runs_on_a_local_ray_instance_with_two_cpu_workers(tmp_pa
         ray.shutdown()
     assert list(result.cells.status) == ["completed"] * 4
     assert result.summary.set_index("method").loc["lora"].seeds == 2
+
+
+def test_cli_study_from_a_yaml_spec_and_bad_flags_in_one_line(tmp_path, capsys):
+    from surmlab.cli import main
+
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        "name: cli\nbackbone: tiny-bert\ntask: rotten-tomatoes\nmethods: [lora, linear-probe]\nbudgets: [2k]\n"
+        "seeds: [0, 1]\ntrain: {max_steps: 1, max_train: 32, max_eval: 16, max_length: 8}\n"
+    )
+    assert main(["study", str(spec), "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "lora" in out and "linear-probe" in out and "summary.csv" in out
+    assert len(list((tmp_path / "cli" / "runs").iterdir())) == 4
+    assert main(["study", "--name", "x", "--methods", "lora", "--budgets", "2k", "--seeds", ""]) == 2
+    assert "seed list is empty" in capsys.readouterr().err
