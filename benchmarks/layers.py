@@ -20,8 +20,10 @@ from torch import nn
 
 from surmlab import FAMILIES, SurmLinear
 from surmlab.budget import Target, solve
+from surmlab.timing import no_grad_call, paired_ratio, peak_memory, ratio, time_interleaved
+from surmlab.tuner import qkv_rows
 
-from .common import DTYPES, paired_ratio, peak_memory, ratio, time_interleaved
+from .common import DTYPES
 
 LORA_RANK = 8
 SURM_FAMILIES = [name for name in FAMILIES if name != "lowrank"]
@@ -52,7 +54,7 @@ class Group:
         d = self.in_features
         if self.out_features != 3 * d:
             raise ValueError(f"slices need a fused qkv layer (out = 3 x in), got {self.out_features}x{d}")
-        return [(s, "qkv".index(s) * d, ("qkv".index(s) + 1) * d) for s in self.slices]
+        return qkv_rows(d, self.slices)
 
     @property
     def budget(self) -> int:
@@ -183,14 +185,6 @@ def _train_fn(module: nn.Module, x: torch.Tensor, gy: torch.Tensor, clear: bool 
     return step
 
 
-def _infer_fn(module: nn.Module, x: torch.Tensor):
-    def forward() -> None:
-        with torch.no_grad():
-            module(x)
-
-    return forward
-
-
 def _auto_paths(built: Built, x: torch.Tensor) -> dict[str, str] | None:
     layer = built.module.layer
     if not isinstance(layer, SurmLinear):
@@ -213,7 +207,7 @@ def run_group(
     built = build_group(group, device, families)
     x, gy = _inputs(group, device)
     train = time_interleaved({b.method: _train_fn(b.module, x, gy) for b in built}, device, reps, warmup)
-    infer = time_interleaved({b.method: _infer_fn(b.module, x) for b in built}, device, reps, warmup)
+    infer = time_interleaved({b.method: no_grad_call(b.module, x) for b in built}, device, reps, warmup)
     memory = {
         b.method: peak_memory(_train_fn(b.module, x, gy, clear=False), device, setup=_clear_grads(b.module, x))
         for b in built

@@ -21,8 +21,9 @@ from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
 from torch import nn
 
 from surmlab import SurmConfig, SurmLinear, inject, merge
+from surmlab.timing import no_grad_call, peak_memory, time_interleaved
 
-from .common import DTYPES, peak_memory, time_interleaved
+from .common import DTYPES
 from .layers import LORA_RANK, add_ratios
 
 # Targets of PEFT's baselines: the same layers as surmlab's presets (a fused timm qkv is adapted
@@ -235,20 +236,14 @@ def run_merged(
     budget = lora_budget(base, spec)
     inputs, _ = make_batch(spec, base, device)
 
-    def forward(model: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                logits(spec, model, inputs)
-
-        return run
-
     rows = []
     for family in families:
         model, info = prepare(base, spec, family, budget, share_frozen=False)
         model.eval()
         randomize_updates(model)
         merge(model)
-        times = time_interleaved({"base": forward(base), family: forward(model)}, device, reps, warmup)
+        fns = {"base": no_grad_call(logits, spec, base, inputs), family: no_grad_call(logits, spec, model, inputs)}
+        times = time_interleaved(fns, device, reps, warmup)
         pair = [{"model": spec.name, "method": name, "family": family, "merged_infer": t} for name, t in times.items()]
         pair[1].update(info)
         add_ratios(pair, {"base": "base"})

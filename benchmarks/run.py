@@ -21,7 +21,9 @@ from typing import Any
 
 import torch
 
-from .common import environment, load_average
+from surmlab.provenance import load_average
+
+from .common import environment
 from .layers import SURM_FAMILIES, Group, run_group
 from .models import ModelSpec, run_merged, run_steps
 from .report import targets

@@ -15,9 +15,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import calibrate, report
-from benchmarks.common import paired_ratio, peak_memory, time_interleaved
 from benchmarks.layers import Group, build_group, build_peft, build_surm, lokr_factors, solved_hyper
 from benchmarks.run import PROFILES, main, run
+from surmlab.timing import paired_ratio, peak_memory, time_interleaved
 
 CPU = torch.device("cpu")
 
