@@ -114,7 +114,28 @@ def test_resolve_rejects_unknown_parameters_and_profiles():
         common.resolve(approximation.PROFILES, "smoke", {"sizee": 3})
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         common.resolve(approximation.PROFILES, "fast", {})
-    assert common.resolve(approximation.PROFILES, "smoke", {"size": None})["size"] == 32
+    assert common.resolve(approximation.PROFILES, "smoke", {"size": None}).size == 32
+
+
+def test_resolve_converts_papermill_strings_by_the_field_type():
+    """``-p`` values arrive as strings (or literals): lists, numbers and budgets take the declared type."""
+    p = common.resolve(
+        low_resource.PROFILES, "smoke", {"tasks": "mnist, fashion-mnist", "shots": "1,5", "fractions": "0.5",
+                                         "max_steps": "7", "budget": 4096, "epochs": 2.0, "image_size": None},
+    )  # fmt: skip
+    assert p.tasks == ("mnist", "fashion-mnist") and p.shots == (1, 5) and p.fractions == (0.5,)
+    assert p.max_steps == 7 and p.budget == "4096" and p.epochs == 2 and isinstance(p.epochs, int)
+    assert p.image_size is None and p.seeds == (0,)  # None: the profile's default
+    assert common.resolve(pinwheel.PROFILES, "smoke", {"methods": ["circulant"]}).methods == ("circulant",)
+    with pytest.raises(ValueError, match="steps must be an int, got 'many'"):
+        common.resolve(pinwheel.PROFILES, "smoke", {"steps": "many"})
+
+
+def test_experiment_writes_its_parameters_as_resolved(tmp_path):
+    pinwheel.run("smoke", out_dir=str(tmp_path), steps="2", methods="circulant", bottom="frozen", seeds=1)
+    parameters = json.loads((tmp_path / "pinwheel.json").read_text())["parameters"]
+    assert parameters["steps"] == 2 and parameters["methods"] == ["circulant"]
+    assert set(parameters) == set(common.parameter_names(pinwheel.Params))
 
 
 @pytest.mark.parametrize(
