@@ -15,12 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
 from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
 
-from surmlab import SurmConfig, SurmLinear, inject, merge
+from surmlab import SurmConfig, SurmLinear, inject, merge, plan_for
 from surmlab.timing import no_grad_call, peak_memory, time_interleaved
 
 from .common import DTYPES
@@ -59,14 +61,10 @@ class ModelSpec:
 def build_model(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Random-weight model from its config: timm ``vit_small_patch16_224`` or ``BertConfig()`` (base)."""
     if spec.kind == "vit":
-        import timm
-
         model = timm.create_model(
             "vit_small_patch16_224", pretrained=False, num_classes=10, img_size=spec.image, **spec.config
         )
     elif spec.kind == "bert":
-        from transformers import BertConfig, BertForSequenceClassification
-
         config = BertConfig(num_labels=2, **spec.config)
         model = BertForSequenceClassification(config)
     else:
@@ -144,8 +142,6 @@ def prepare(
 
 
 def _surm_hyper(base: nn.Module, spec: ModelSpec, family: str, budget: int | None) -> dict[str, Any]:
-    from surmlab import plan_for
-
     return dict(plan_for(base, SurmConfig(family=family, budget=budget)).hyper)
 
 
@@ -155,7 +151,7 @@ def lora_budget(base: nn.Module, spec: ModelSpec) -> int:
     return info["params"]
 
 
-def _step_fn(spec: ModelSpec, model: nn.Module, batch: tuple[dict, torch.Tensor], dtype: str) -> Callable[[], None]:
+def step_fn(spec: ModelSpec, model: nn.Module, batch: tuple[dict, torch.Tensor], dtype: str) -> Callable[[], None]:
     inputs, labels = batch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -195,7 +191,7 @@ def run_steps(
     budget = lora_budget(base, spec)
     batch = make_batch(spec, base, device)
     prepared = {m: prepare(base, spec, m, budget) for m in methods}
-    steps = {m: _step_fn(spec, model, batch, dtype) for m, (model, _) in prepared.items()}
+    steps = {m: step_fn(spec, model, batch, dtype) for m, (model, _) in prepared.items()}
     times = time_interleaved(steps, device, reps, warmup)
     rows = []
     for method, (model, info) in prepared.items():

@@ -103,8 +103,6 @@ def test_gradient_descent_reaches_the_closed_form(rng, family, hyper):
 
 
 def test_pareto_front():
-    import pandas as pd
-
     t = pd.DataFrame({"p": [1, 2, 3, 4, 2], "acc": [0.5, 0.7, 0.6, 0.9, 0.4]})
     assert list(pareto_front(t, "p", "acc").index) == [0, 1, 3]
 
