@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import scipy.linalg
 
@@ -178,6 +179,9 @@ def test_results_record_command_parameters_and_environment(tmp_path):
     assert record["environment"]["packages"]["torch"]
     assert len(record["rows"]) == len(table) == 1
     assert (tmp_path / "pinwheel.csv").is_file() and (tmp_path / "pinwheel_curves.csv").is_file()
+    curves, shown = pinwheel.figures(table, tmp_path)  # the notebook's figure cell: from the curve file
+    assert isinstance(curves, go.Figure) and {t.name for t in curves.data} == {"circulant"}
+    assert shown is table
 
 
 def test_results_name_run_folders_relative_to_the_results_folder(tmp_path):
