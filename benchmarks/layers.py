@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft import C3AConfig, LoKrConfig, LoraConfig, PeftConfig, inject_adapter_in_model
 from peft.tuners.lokr.layer import factorization
 from torch import nn
 
@@ -116,21 +116,28 @@ def build_surm(
     return Built(f"{name or family}/{path}", "surmlab", Holder(layer), family, path, dict(hyper))
 
 
+def peft_config(method: str, targets: list[str], *, block_size: int | None = None, lokr_rank: int = 4096) -> PeftConfig:
+    """PEFT's config of a baseline: LoRA at rank ``LORA_RANK`` (alpha = r), C3A at ``block_size``, LoKr with
+    ``decompose_both=False`` (w1 whole) and ``lokr_rank`` at least half of w2's sides (w2 whole too), so
+    its factors are the plain (m1, n1) and (m2, n2) matrices our Kronecker family uses."""
+    if method == "lora":
+        return LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=targets)
+    if method == "c3a":
+        return C3AConfig(block_size=block_size, target_modules=targets)
+    if method == "lokr":
+        return LoKrConfig(r=lokr_rank, alpha=lokr_rank, target_modules=targets, decompose_both=False)
+    raise ValueError(f"unknown PEFT method {method!r}")
+
+
 def build_peft(group: Group, method: str, device: torch.device, **hyper: Any) -> Built:
     holder = Holder(frozen_linear(group, device))
+    config = peft_config(
+        method, ["layer"], block_size=hyper.get("block_size"), lokr_rank=max(group.in_features, group.out_features)
+    )
     if method == "lora":
-        config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=["layer"])
         hyper = {"rank": LORA_RANK}
-    elif method == "c3a":
-        config = C3AConfig(block_size=hyper["block_size"], target_modules=["layer"])
     elif method == "lokr":
-        # decompose_both=False keeps w1 whole; a rank of at least half w2's sides keeps w2 whole too,
-        # so the factors are the plain (m1, n1) and (m2, n2) matrices our Kronecker family uses.
-        r = max(group.in_features, group.out_features)
-        config = LoKrConfig(r=r, alpha=r, target_modules=["layer"], decompose_both=False)
         hyper = {"factors": list(lokr_factors(group.in_features, group.out_features))}
-    else:
-        raise ValueError(f"unknown PEFT method {method!r}")
     inject_adapter_in_model(config, holder)
     for p in holder.layer.parameters():  # adapters in fp32, as ours, whatever the base dtype
         if p.requires_grad:

@@ -18,7 +18,7 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft import inject_adapter_in_model
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -26,7 +26,7 @@ from surmlab import SurmConfig, SurmLinear, inject, merge, plan_for
 from surmlab.timing import no_grad_call, peak_memory, time_interleaved
 
 from .common import DTYPES
-from .layers import LORA_RANK, add_ratios
+from .layers import LORA_RANK, add_ratios, peft_config
 
 # Targets of PEFT's baselines: the same layers as surmlab's presets (a fused timm qkv is adapted
 # whole by PEFT, which cannot slice it; surmlab adapts its q and v thirds).
@@ -118,19 +118,14 @@ def prepare(
     targets = PEFT_TARGETS[spec.kind]
     info: dict[str, Any] = {"impl": "peft"}
     if method in ("lora", "c3a", "lokr"):
-        if method == "lora":
-            config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=targets)
-            info["hyper"] = {"rank": LORA_RANK}
-        elif method == "c3a":
-            block = _surm_hyper(base, spec, "circulant", budget)["block_size"]
-            config = C3AConfig(block_size=block, target_modules=targets)
-            info["hyper"] = {"block_size": block}
-        else:
-            r = 4096  # a rank at least half of w2's sides keeps both LoKr factors whole matrices
-            config = LoKrConfig(r=r, alpha=r, target_modules=targets, decompose_both=False)
-            info["hyper"] = {"factors": "PEFT default (decompose_factor=-1)"}
+        block = _surm_hyper(base, spec, "circulant", budget)["block_size"] if method == "c3a" else None
+        info["hyper"] = {
+            "lora": {"rank": LORA_RANK},
+            "c3a": {"block_size": block},
+            "lokr": {"factors": "PEFT default (decompose_factor=-1)"},
+        }[method]
         model.requires_grad_(False)
-        inject_adapter_in_model(config, model)
+        inject_adapter_in_model(peft_config(method, targets, block_size=block), model)
         _freeze_all_but_head(model, spec)
     else:
         family, _, path = method.partition(":")
