@@ -23,7 +23,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from surmlab import SurmConfig, SurmLinear, inject, merge, plan_for
-from surmlab.timing import no_grad_call, peak_memory, time_interleaved
+from surmlab.timing import no_grad_call, peak_memory, randomize_updates, time_interleaved
 
 from .common import DTYPES
 from .layers import LORA_RANK, add_ratios, peft_config
@@ -207,15 +207,6 @@ def run_steps(
         )
     add_ratios(rows, {"lora": "lora"})
     return rows
-
-
-def randomize_updates(model: nn.Module) -> None:
-    """Non-zero update weights, as after training (zero updates would merge trivially)."""
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, SurmLinear):
-                for p in layer.updates.parameters():
-                    p.normal_(0, 0.01)
 
 
 def run_merged(

@@ -99,6 +99,15 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, setup: Callable[[],
     return int(peak)
 
 
+@torch.no_grad()
+def randomize_updates(model: torch.nn.Module, std: float = 0.01) -> None:
+    """Non-zero update weights, as after training (LoRA's B and SURM's kernels start at zero, and a zero
+    update would merge trivially): what merged and unmerged inference are timed on."""
+    for name, q in model.named_parameters():
+        if q.requires_grad and (".updates." in name or "lora_B" in name):
+            q.normal_(0, std)
+
+
 def memory_method(device: torch.device) -> str:
     """How ``peak_memory`` measures on ``device`` (recorded next to the numbers)."""
     return MEMORY_METHOD["cuda" if device.type == "cuda" else "cpu"]

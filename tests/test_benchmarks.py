@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 
 # benchmarks/ sits next to the package in the checkout (it is not installed): import it from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -18,8 +19,9 @@ from benchmarks import calibrate, report
 from benchmarks.layers import Group, build_group, build_peft, build_surm, lokr_factors, solved_hyper
 from benchmarks.models import ModelSpec, build_model, lora_budget, make_batch, prepare, run_steps, step_fn
 from benchmarks.run import PROFILES, TINY_VIT, main, run
+from surmlab import SurmConfig, inject
 from surmlab.bench import main as bench_main
-from surmlab.timing import paired_ratio, peak_memory, time_interleaved
+from surmlab.timing import paired_ratio, peak_memory, randomize_updates, time_interleaved
 
 CPU = torch.device("cpu")
 
@@ -194,6 +196,19 @@ def test_peak_memory_sees_transients_not_setup():
 
     peak = peak_memory(fn, CPU, setup=setup)
     assert 4 * 2**20 <= peak < 5 * 2**20
+
+
+def test_randomize_updates_moves_surm_and_peft_lora_updates_only():
+    """Merged inference is timed on non-zero updates: SURM kernels and PEFT's lora_B start at zero."""
+    surm = torch.nn.Sequential(torch.nn.Linear(8, 8)).requires_grad_(False)
+    inject(surm, SurmConfig(family="circulant", target_modules=["0"]))
+    lora = inject_adapter_in_model(LoraConfig(r=2, target_modules=["0"]), torch.nn.Sequential(torch.nn.Linear(8, 8)))
+    for model, updates in ((surm, "0.updates.full.weight"), (lora, "0.lora_B.default.weight")):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        randomize_updates(model)
+        after = dict(model.named_parameters())
+        assert before[updates].abs().sum() == 0 and after[updates].abs().sum() > 0
+        assert all(torch.equal(after[n], before[n]) for n in before if n != updates)  # base and lora_A kept
 
 
 def test_calibration_scores_the_rule():

@@ -27,7 +27,7 @@ from .. import plots
 from ..methods import Prepared, method_info, prepare
 from ..models import Backbone, load_backbone
 from ..provenance import environment as machine_environment
-from ..timing import memory_method, no_grad_call, paired_ratio, peak_memory, ratio, time_interleaved
+from ..timing import memory_method, no_grad_call, paired_ratio, peak_memory, randomize_updates, ratio, time_interleaved
 from . import common
 
 NAME = "speed"
@@ -114,14 +114,6 @@ def step_fn(model: torch.nn.Module, batch: tuple[dict[str, torch.Tensor], torch.
         optimizer.step()
 
     return step
-
-
-@torch.no_grad()
-def randomize_updates(model: torch.nn.Module) -> None:
-    """Non-zero update weights, as after training (LoRA's B and SURM's kernels start at zero)."""
-    for name, q in model.named_parameters():
-        if q.requires_grad and (".updates." in name or "lora_B" in name):
-            q.normal_(0, 0.01)
 
 
 @common.experiment(NAME, PROFILES, validate)
