@@ -8,7 +8,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import scipy.linalg
+import torch
+from peft import LoraConfig, get_peft_model
 
+from surmlab import SurmConfig, inject
 from surmlab.experiments import (
     approximation,
     common,
@@ -22,6 +25,7 @@ from surmlab.experiments import (
     weight_analysis,
 )
 from surmlab.plots import pareto_front
+from surmlab.timing import randomize_updates
 
 
 @pytest.fixture
@@ -200,6 +204,20 @@ def test_results_record_the_environment_the_experiment_started_with(tmp_path):
     started = common.Started(time=0.0, environment={"git_commit": "commit-at-start"})
     common.write_results(pd.DataFrame({"final": [0.5]}), tmp_path, "x", "smoke", {}, started)
     assert json.loads((tmp_path / "x.json").read_text())["environment"] == {"git_commit": "commit-at-start"}
+
+
+def test_merged_folds_surm_and_peft_updates_into_plain_layers():
+    """speed and weight_analysis read merged weights: same function, same outputs, no adapter layers left."""
+    x = torch.randn(4, 8)
+    surm = torch.nn.Sequential(torch.nn.Linear(8, 8)).requires_grad_(False)
+    inject(surm, SurmConfig(family="circulant", target_modules=["0"]))
+    peft = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"]))
+    for model in (surm, peft):
+        randomize_updates(model)
+        expected = model(x)
+        plain = common.merged(model)
+        assert all(type(m) in (torch.nn.Sequential, torch.nn.Linear) for m in plain.modules())
+        assert torch.allclose(plain(x), expected, atol=1e-6)
 
 
 # -- weight_analysis: cosine distance and linear CKA against independent properties ---------------------
