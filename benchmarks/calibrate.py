@@ -21,8 +21,11 @@ import torch
 
 from surmlab import SurmLinear, layer
 from surmlab.budget import Target, solve
+from surmlab.provenance import load_average
+from surmlab.timing import no_grad_call, time_interleaved
+from surmlab.tuner import qkv_rows
 
-from .common import environment, load_average, time_interleaved
+from .common import environment
 from .layers import LORA_RANK, SURM_FAMILIES
 
 QKV = "qv"  # a fused 3d x d qkv layer adapted on its q and v thirds, as the presets do
@@ -30,18 +33,13 @@ SHAPES = [(384, 384, ""), (768, 768, ""), (3072, 768, ""), (768, 3072, ""), (230
 TOKENS = [256, 1024, 4096]
 
 
-def _slices(out_features: int, in_features: int, slices: str) -> list[tuple[str, int, int]] | None:
-    if not slices:
-        return None
-    return [(s, "qkv".index(s) * in_features, ("qkv".index(s) + 1) * in_features) for s in slices]
-
-
 def _layer(family: str, out_features: int, in_features: int, slices: str, path: str) -> SurmLinear:
-    targets = _slices(out_features, in_features, slices) or [("full", 0, out_features)]
+    rows = qkv_rows(in_features, slices) if slices else None
+    targets = rows or [("full", 0, out_features)]
     budget = LORA_RANK * (in_features + out_features)  # PEFT LoRA on the whole layer
     plan = solve(family, [Target(n, stop - start, in_features) for n, start, stop in targets], budget)
     base = torch.nn.Linear(in_features, out_features).requires_grad_(False)
-    return SurmLinear(base, family, plan.hyper, slices=_slices(out_features, in_features, slices), product=path)
+    return SurmLinear(base, family, plan.hyper, slices=rows, product=path)
 
 
 def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) -> dict[str, Any]:
@@ -59,16 +57,9 @@ def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) ->
 
         return step
 
-    def infer(module: SurmLinear):
-        def forward() -> None:
-            with torch.no_grad():
-                module(x)
-
-        return forward
-
     device = torch.device("cpu")
     t_train = time_interleaved({p: train(m) for p, m in layers.items()}, device, reps)
-    t_infer = time_interleaved({p: infer(m) for p, m in layers.items()}, device, reps)
+    t_infer = time_interleaved({p: no_grad_call(m, x) for p, m in layers.items()}, device, reps)
     update = layers["fft"]
     return {
         "family": family,

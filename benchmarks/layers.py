@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft import C3AConfig, LoKrConfig, LoraConfig, PeftConfig, inject_adapter_in_model
 from peft.tuners.lokr.layer import factorization
 from torch import nn
 
 from surmlab import FAMILIES, SurmLinear
 from surmlab.budget import Target, solve
+from surmlab.timing import no_grad_call, paired_ratio, peak_memory, ratio, time_interleaved
+from surmlab.tuner import qkv_rows
 
-from .common import DTYPES, paired_ratio, peak_memory, ratio, time_interleaved
+from .common import DTYPES
 
 LORA_RANK = 8
 SURM_FAMILIES = [name for name in FAMILIES if name != "lowrank"]
@@ -52,7 +54,7 @@ class Group:
         d = self.in_features
         if self.out_features != 3 * d:
             raise ValueError(f"slices need a fused qkv layer (out = 3 x in), got {self.out_features}x{d}")
-        return [(s, "qkv".index(s) * d, ("qkv".index(s) + 1) * d) for s in self.slices]
+        return qkv_rows(d, self.slices)
 
     @property
     def budget(self) -> int:
@@ -114,21 +116,28 @@ def build_surm(
     return Built(f"{name or family}/{path}", "surmlab", Holder(layer), family, path, dict(hyper))
 
 
+def peft_config(method: str, targets: list[str], *, block_size: int | None = None, lokr_rank: int = 4096) -> PeftConfig:
+    """PEFT's config of a baseline: LoRA at rank ``LORA_RANK`` (alpha = r), C3A at ``block_size``, LoKr with
+    ``decompose_both=False`` (w1 whole) and ``lokr_rank`` at least half of w2's sides (w2 whole too), so
+    its factors are the plain (m1, n1) and (m2, n2) matrices our Kronecker family uses."""
+    if method == "lora":
+        return LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=targets)
+    if method == "c3a":
+        return C3AConfig(block_size=block_size, target_modules=targets)
+    if method == "lokr":
+        return LoKrConfig(r=lokr_rank, alpha=lokr_rank, target_modules=targets, decompose_both=False)
+    raise ValueError(f"unknown PEFT method {method!r}")
+
+
 def build_peft(group: Group, method: str, device: torch.device, **hyper: Any) -> Built:
     holder = Holder(frozen_linear(group, device))
+    config = peft_config(
+        method, ["layer"], block_size=hyper.get("block_size"), lokr_rank=max(group.in_features, group.out_features)
+    )
     if method == "lora":
-        config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=["layer"])
         hyper = {"rank": LORA_RANK}
-    elif method == "c3a":
-        config = C3AConfig(block_size=hyper["block_size"], target_modules=["layer"])
     elif method == "lokr":
-        # decompose_both=False keeps w1 whole; a rank of at least half w2's sides keeps w2 whole too,
-        # so the factors are the plain (m1, n1) and (m2, n2) matrices our Kronecker family uses.
-        r = max(group.in_features, group.out_features)
-        config = LoKrConfig(r=r, alpha=r, target_modules=["layer"], decompose_both=False)
         hyper = {"factors": list(lokr_factors(group.in_features, group.out_features))}
-    else:
-        raise ValueError(f"unknown PEFT method {method!r}")
     inject_adapter_in_model(config, holder)
     for p in holder.layer.parameters():  # adapters in fp32, as ours, whatever the base dtype
         if p.requires_grad:
@@ -183,14 +192,6 @@ def _train_fn(module: nn.Module, x: torch.Tensor, gy: torch.Tensor, clear: bool 
     return step
 
 
-def _infer_fn(module: nn.Module, x: torch.Tensor):
-    def forward() -> None:
-        with torch.no_grad():
-            module(x)
-
-    return forward
-
-
 def _auto_paths(built: Built, x: torch.Tensor) -> dict[str, str] | None:
     layer = built.module.layer
     if not isinstance(layer, SurmLinear):
@@ -213,7 +214,7 @@ def run_group(
     built = build_group(group, device, families)
     x, gy = _inputs(group, device)
     train = time_interleaved({b.method: _train_fn(b.module, x, gy) for b in built}, device, reps, warmup)
-    infer = time_interleaved({b.method: _infer_fn(b.module, x) for b in built}, device, reps, warmup)
+    infer = time_interleaved({b.method: no_grad_call(b.module, x) for b in built}, device, reps, warmup)
     memory = {
         b.method: peak_memory(_train_fn(b.module, x, gy, clear=False), device, setup=_clear_grads(b.module, x))
         for b in built

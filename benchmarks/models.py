@@ -15,15 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
-from peft import C3AConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft import inject_adapter_in_model
 from torch import nn
+from transformers import BertConfig, BertForSequenceClassification
 
-from surmlab import SurmConfig, SurmLinear, inject, merge
+from surmlab import SurmConfig, SurmLinear, inject, merge, plan_for
+from surmlab.timing import no_grad_call, peak_memory, randomize_updates, time_interleaved
 
-from .common import DTYPES, peak_memory, time_interleaved
-from .layers import LORA_RANK, add_ratios
+from .common import DTYPES
+from .layers import LORA_RANK, add_ratios, peft_config
 
 # Targets of PEFT's baselines: the same layers as surmlab's presets (a fused timm qkv is adapted
 # whole by PEFT, which cannot slice it; surmlab adapts its q and v thirds).
@@ -58,14 +61,10 @@ class ModelSpec:
 def build_model(spec: ModelSpec, device: torch.device) -> nn.Module:
     """Random-weight model from its config: timm ``vit_small_patch16_224`` or ``BertConfig()`` (base)."""
     if spec.kind == "vit":
-        import timm
-
         model = timm.create_model(
             "vit_small_patch16_224", pretrained=False, num_classes=10, img_size=spec.image, **spec.config
         )
     elif spec.kind == "bert":
-        from transformers import BertConfig, BertForSequenceClassification
-
         config = BertConfig(num_labels=2, **spec.config)
         model = BertForSequenceClassification(config)
     else:
@@ -119,19 +118,14 @@ def prepare(
     targets = PEFT_TARGETS[spec.kind]
     info: dict[str, Any] = {"impl": "peft"}
     if method in ("lora", "c3a", "lokr"):
-        if method == "lora":
-            config = LoraConfig(r=LORA_RANK, lora_alpha=LORA_RANK, target_modules=targets)
-            info["hyper"] = {"rank": LORA_RANK}
-        elif method == "c3a":
-            block = _surm_hyper(base, spec, "circulant", budget)["block_size"]
-            config = C3AConfig(block_size=block, target_modules=targets)
-            info["hyper"] = {"block_size": block}
-        else:
-            r = 4096  # a rank at least half of w2's sides keeps both LoKr factors whole matrices
-            config = LoKrConfig(r=r, alpha=r, target_modules=targets, decompose_both=False)
-            info["hyper"] = {"factors": "PEFT default (decompose_factor=-1)"}
+        block = _surm_hyper(base, spec, "circulant", budget)["block_size"] if method == "c3a" else None
+        info["hyper"] = {
+            "lora": {"rank": LORA_RANK},
+            "c3a": {"block_size": block},
+            "lokr": {"factors": "PEFT default (decompose_factor=-1)"},
+        }[method]
         model.requires_grad_(False)
-        inject_adapter_in_model(config, model)
+        inject_adapter_in_model(peft_config(method, targets, block_size=block), model)
         _freeze_all_but_head(model, spec)
     else:
         family, _, path = method.partition(":")
@@ -143,8 +137,6 @@ def prepare(
 
 
 def _surm_hyper(base: nn.Module, spec: ModelSpec, family: str, budget: int | None) -> dict[str, Any]:
-    from surmlab import plan_for
-
     return dict(plan_for(base, SurmConfig(family=family, budget=budget)).hyper)
 
 
@@ -154,7 +146,7 @@ def lora_budget(base: nn.Module, spec: ModelSpec) -> int:
     return info["params"]
 
 
-def _step_fn(spec: ModelSpec, model: nn.Module, batch: tuple[dict, torch.Tensor], dtype: str) -> Callable[[], None]:
+def step_fn(spec: ModelSpec, model: nn.Module, batch: tuple[dict, torch.Tensor], dtype: str) -> Callable[[], None]:
     inputs, labels = batch
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -194,7 +186,7 @@ def run_steps(
     budget = lora_budget(base, spec)
     batch = make_batch(spec, base, device)
     prepared = {m: prepare(base, spec, m, budget) for m in methods}
-    steps = {m: _step_fn(spec, model, batch, dtype) for m, (model, _) in prepared.items()}
+    steps = {m: step_fn(spec, model, batch, dtype) for m, (model, _) in prepared.items()}
     times = time_interleaved(steps, device, reps, warmup)
     rows = []
     for method, (model, info) in prepared.items():
@@ -217,15 +209,6 @@ def run_steps(
     return rows
 
 
-def randomize_updates(model: nn.Module) -> None:
-    """Non-zero update weights, as after training (zero updates would merge trivially)."""
-    with torch.no_grad():
-        for layer in model.modules():
-            if isinstance(layer, SurmLinear):
-                for p in layer.updates.parameters():
-                    p.normal_(0, 0.01)
-
-
 def run_merged(
     spec: ModelSpec, families: list[str], device: torch.device, reps: int, warmup: int = 1
 ) -> list[dict[str, Any]]:
@@ -235,20 +218,14 @@ def run_merged(
     budget = lora_budget(base, spec)
     inputs, _ = make_batch(spec, base, device)
 
-    def forward(model: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            with torch.no_grad():
-                logits(spec, model, inputs)
-
-        return run
-
     rows = []
     for family in families:
         model, info = prepare(base, spec, family, budget, share_frozen=False)
         model.eval()
         randomize_updates(model)
         merge(model)
-        times = time_interleaved({"base": forward(base), family: forward(model)}, device, reps, warmup)
+        fns = {"base": no_grad_call(logits, spec, base, inputs), family: no_grad_call(logits, spec, model, inputs)}
+        times = time_interleaved(fns, device, reps, warmup)
         pair = [{"model": spec.name, "method": name, "family": family, "merged_infer": t} for name, t in times.items()]
         pair[1].update(info)
         add_ratios(pair, {"base": "base"})

@@ -21,10 +21,12 @@ from typing import Any
 
 import torch
 
-from .common import environment, load_average
+from surmlab.provenance import load_average
+
+from .common import environment
 from .layers import SURM_FAMILIES, Group, run_group
 from .models import ModelSpec, run_merged, run_steps
-from .report import targets
+from .report import summary_table, targets
 
 MODEL_METHODS = ["lora", "lowrank", *SURM_FAMILIES]
 VIT_S = {"depth": 12}
@@ -135,8 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).parent / "results" / f"{args.profile}-{device.type}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    from .report import summary_table
-
     print(summary_table(result))
     print(f"wrote {out} in {result['elapsed_s']} s", file=sys.stderr)
     return 0

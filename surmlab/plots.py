@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -45,8 +46,6 @@ def lines(
     log_x: bool = False, log_y: bool = False, title: str = "",
 ) -> go.Figure:  # fmt: skip
     """Mean of ``y`` per (facet, color, x) with a standard-deviation band as error bars."""
-    import plotly.express as px
-
     keys = [k for k in (facet, color, x) if k]
     agg = table.groupby(keys, as_index=False)[y].agg(["mean", "std"]).reset_index(drop=True)
     agg = agg.rename(columns={"mean": y, "std": f"{y}_std"}).sort_values(keys)
@@ -60,8 +59,6 @@ def lines(
 
 def loss_curves(table: pd.DataFrame, step: str = "step", loss: str = "loss", color: str = "method",
                 facet: str | None = None, title: str = "Training loss") -> go.Figure:  # fmt: skip
-    import plotly.express as px
-
     return px.line(table, x=step, y=loss, color=color, facet_col=facet, log_y=True, title=title)
 
 
@@ -79,8 +76,6 @@ def pareto_front(table: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 def tradeoff(table: pd.DataFrame, x: str = "trainable_params", y: str = "best", color: str = "method",
              group: Sequence[str] = (), title: str = "Accuracy vs trainable parameters") -> go.Figure:  # fmt: skip
     """Scatter on a log x axis with the Pareto frontier per group (e.g. per backbone and task)."""
-    import plotly.express as px
-
     data = table.dropna(subset=[x, y]).copy()
     data["group"] = data[list(group)].astype(str).agg(" / ".join, axis=1) if group else "all runs"
     fig = px.scatter(data, x=x, y=y, color=color, symbol="group", log_x=True, title=title, hover_data=data.columns)
@@ -95,7 +90,5 @@ def tradeoff(table: pd.DataFrame, x: str = "trainable_params", y: str = "best", 
 
 
 def bars(table: pd.DataFrame, x: str, y: str, color: str, facet: str | None = None, title: str = "") -> go.Figure:
-    import plotly.express as px
-
     agg = table.groupby([k for k in (facet, x, color) if k], as_index=False)[y].mean()
     return px.bar(agg, x=x, y=y, color=color, facet_col=facet, barmode="group", title=title)

@@ -106,7 +106,7 @@ def reproduce_all(
     root = Path(out_dir or Path("results") / profile)
     rows = []
     for name in only or names():
-        taken = set(get(name).PROFILES[profile])
+        taken = set(common.parameter_names(get(name).PROFILES[profile]))
         own = {k: v for k, v in (params or {}).items() if k in taken}
         rec = reproduce(name, own, profile, root)
         rows.append({k: rec.get(k) for k in ("experiment", "status", "wall_time_s", "folder", "error")})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,11 @@ def _matches(name: str, spec: list[str] | str | None) -> bool:
     return any(_ends_with(name, s) for s in spec)
 
 
+def qkv_rows(in_features: int, slices: Iterable[str]) -> list[tuple[str, int, int]]:
+    """``(slice, start, stop)`` output rows of the named thirds of a fused ``3d x d`` qkv layer, in q, k, v order."""
+    return [(s, QKV.index(s) * in_features, (QKV.index(s) + 1) * in_features) for s in QKV if s in slices]
+
+
 def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
     """``(name, layer, slices)`` for every layer the (resolved) config targets."""
     modules = dict(model.named_modules())
@@ -184,8 +190,7 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
                     f"qkv_slices given for {name} ({layer.out_features}x{layer.in_features}), which is not a "
                     f"fused qkv layer: out_features must be 3 x in_features"
                 )
-            d = layer.in_features
-            slices = [(s, QKV.index(s) * d, (QKV.index(s) + 1) * d) for s in QKV if s in wanted]
+            slices = qkv_rows(layer.in_features, wanted)
         result.append((name, layer, slices))
     return result
 

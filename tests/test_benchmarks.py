@@ -10,14 +10,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from peft import LoraConfig, inject_adapter_in_model
 
 # benchmarks/ sits next to the package in the checkout (it is not installed): import it from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import calibrate, report
-from benchmarks.common import paired_ratio, peak_memory, time_interleaved
 from benchmarks.layers import Group, build_group, build_peft, build_surm, lokr_factors, solved_hyper
-from benchmarks.run import PROFILES, main, run
+from benchmarks.models import ModelSpec, build_model, lora_budget, make_batch, prepare, run_steps, step_fn
+from benchmarks.run import PROFILES, TINY_VIT, main, run
+from surmlab import SurmConfig, inject
+from surmlab.bench import main as bench_main
+from surmlab.timing import paired_ratio, peak_memory, randomize_updates, time_interleaved
 
 CPU = torch.device("cpu")
 
@@ -121,8 +125,6 @@ def test_main_writes_the_file(tmp_path, capsys):
 
 
 def test_surmlab_bench_entry_point(tmp_path):
-    from surmlab.bench import main as bench_main
-
     out = tmp_path / "b.json"
     assert bench_main(["--profile", "tiny", "--only", "layers", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["profile"] == "tiny"
@@ -196,6 +198,19 @@ def test_peak_memory_sees_transients_not_setup():
     assert 4 * 2**20 <= peak < 5 * 2**20
 
 
+def test_randomize_updates_moves_surm_and_peft_lora_updates_only():
+    """Merged inference is timed on non-zero updates: SURM kernels and PEFT's lora_B start at zero."""
+    surm = torch.nn.Sequential(torch.nn.Linear(8, 8)).requires_grad_(False)
+    inject(surm, SurmConfig(family="circulant", target_modules=["0"]))
+    lora = inject_adapter_in_model(LoraConfig(r=2, target_modules=["0"]), torch.nn.Sequential(torch.nn.Linear(8, 8)))
+    for model, updates in ((surm, "0.updates.full.weight"), (lora, "0.lora_B.default.weight")):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        randomize_updates(model)
+        after = dict(model.named_parameters())
+        assert before[updates].abs().sum() == 0 and after[updates].abs().sum() > 0
+        assert all(torch.equal(after[n], before[n]) for n in before if n != updates)  # base and lora_A kept
+
+
 def test_calibration_scores_the_rule():
     """The fit picks the rule's constants from measured rows; obvious cases come out right."""
     rows = [
@@ -226,24 +241,19 @@ def test_calibration_scores_the_rule():
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_mixed_precision_training_step(dtype):
     """A step under autocast trains every kind of product (custom backward functions included)."""
-    from benchmarks.models import ModelSpec, run_steps
-    from benchmarks.run import TINY_VIT
-
     spec = ModelSpec("vit", 2, image=16, config=TINY_VIT)
     methods = ["lora", "circulant:fft", "ldr:fft", "ldr:dense", "kronecker:fft", "lowrank:fft"]
     rows = run_steps(spec, methods, CPU, reps=1, warmup=0, dtype=dtype)
     assert [r["method"] for r in rows] == methods
     assert all(r["dtype"] == dtype and r["step"]["median_s"] > 0 for r in rows)
     # and each step really trains: every trainable tensor of every method moves and stays finite
-    from benchmarks.models import _step_fn, build_model, lora_budget, make_batch, prepare
-
     torch.manual_seed(0)
     base = build_model(spec, CPU)
     budget, batch = lora_budget(base, spec), make_batch(spec, base, CPU)
     for method in methods:
         model, _ = prepare(base, spec, method, budget)
         before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        step = _step_fn(spec, model, batch, dtype)
+        step = step_fn(spec, model, batch, dtype)
         step()
         step()  # LoRA's B starts at zero: its A moves from the second step on
         for name, p in model.named_parameters():

@@ -5,9 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import pytest
 import scipy.linalg
+import torch
+from peft import LoraConfig, get_peft_model
 
+from surmlab import SurmConfig, inject
 from surmlab.experiments import (
     approximation,
     common,
@@ -21,6 +25,7 @@ from surmlab.experiments import (
     weight_analysis,
 )
 from surmlab.plots import pareto_front
+from surmlab.timing import randomize_updates
 
 
 @pytest.fixture
@@ -103,8 +108,6 @@ def test_gradient_descent_reaches_the_closed_form(rng, family, hyper):
 
 
 def test_pareto_front():
-    import pandas as pd
-
     t = pd.DataFrame({"p": [1, 2, 3, 4, 2], "acc": [0.5, 0.7, 0.6, 0.9, 0.4]})
     assert list(pareto_front(t, "p", "acc").index) == [0, 1, 3]
 
@@ -114,7 +117,28 @@ def test_resolve_rejects_unknown_parameters_and_profiles():
         common.resolve(approximation.PROFILES, "smoke", {"sizee": 3})
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         common.resolve(approximation.PROFILES, "fast", {})
-    assert common.resolve(approximation.PROFILES, "smoke", {"size": None})["size"] == 32
+    assert common.resolve(approximation.PROFILES, "smoke", {"size": None}).size == 32
+
+
+def test_resolve_converts_papermill_strings_by_the_field_type():
+    """``-p`` values arrive as strings (or literals): lists, numbers and budgets take the declared type."""
+    p = common.resolve(
+        low_resource.PROFILES, "smoke", {"tasks": "mnist, fashion-mnist", "shots": "1,5", "fractions": "0.5",
+                                         "max_steps": "7", "budget": 4096, "epochs": 2.0, "image_size": None},
+    )  # fmt: skip
+    assert p.tasks == ("mnist", "fashion-mnist") and p.shots == (1, 5) and p.fractions == (0.5,)
+    assert p.max_steps == 7 and p.budget == "4096" and p.epochs == 2 and isinstance(p.epochs, int)
+    assert p.image_size is None and p.seeds == (0,)  # None: the profile's default
+    assert common.resolve(pinwheel.PROFILES, "smoke", {"methods": ["circulant"]}).methods == ("circulant",)
+    with pytest.raises(ValueError, match="steps must be an int, got 'many'"):
+        common.resolve(pinwheel.PROFILES, "smoke", {"steps": "many"})
+
+
+def test_experiment_writes_its_parameters_as_resolved(tmp_path):
+    pinwheel.run("smoke", out_dir=str(tmp_path), steps="2", methods="circulant", bottom="frozen", seeds=1)
+    parameters = json.loads((tmp_path / "pinwheel.json").read_text())["parameters"]
+    assert parameters["steps"] == 2 and parameters["methods"] == ["circulant"]
+    assert set(parameters) == set(common.parameter_names(pinwheel.Params))
 
 
 @pytest.mark.parametrize(
@@ -159,6 +183,9 @@ def test_results_record_command_parameters_and_environment(tmp_path):
     assert record["environment"]["packages"]["torch"]
     assert len(record["rows"]) == len(table) == 1
     assert (tmp_path / "pinwheel.csv").is_file() and (tmp_path / "pinwheel_curves.csv").is_file()
+    curves, shown = pinwheel.figures(table, tmp_path)  # the notebook's figure cell: from the curve file
+    assert isinstance(curves, go.Figure) and {t.name for t in curves.data} == {"circulant"}
+    assert shown is table
 
 
 def test_results_name_run_folders_relative_to_the_results_folder(tmp_path):
@@ -177,6 +204,20 @@ def test_results_record_the_environment_the_experiment_started_with(tmp_path):
     started = common.Started(time=0.0, environment={"git_commit": "commit-at-start"})
     common.write_results(pd.DataFrame({"final": [0.5]}), tmp_path, "x", "smoke", {}, started)
     assert json.loads((tmp_path / "x.json").read_text())["environment"] == {"git_commit": "commit-at-start"}
+
+
+def test_merged_folds_surm_and_peft_updates_into_plain_layers():
+    """speed and weight_analysis read merged weights: same function, same outputs, no adapter layers left."""
+    x = torch.randn(4, 8)
+    surm = torch.nn.Sequential(torch.nn.Linear(8, 8)).requires_grad_(False)
+    inject(surm, SurmConfig(family="circulant", target_modules=["0"]))
+    peft = get_peft_model(torch.nn.Sequential(torch.nn.Linear(8, 8)), LoraConfig(r=2, target_modules=["0"]))
+    for model in (surm, peft):
+        randomize_updates(model)
+        expected = model(x)
+        plain = common.merged(model)
+        assert all(type(m) in (torch.nn.Sequential, torch.nn.Linear) for m in plain.modules())
+        assert torch.allclose(plain(x), expected, atol=1e-6)
 
 
 # -- weight_analysis: cosine distance and linear CKA against independent properties ---------------------

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from surmlab.experiments import names
+from surmlab.reproduce import reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -29,8 +30,6 @@ def test_committed_without_outputs(path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", names())
 def test_notebook_runs_in_the_smoke_profile(tmp_path, name, monkeypatch):
-    from surmlab.reproduce import reproduce
-
     monkeypatch.chdir(tmp_path)  # anything a notebook writes by default stays in tmp
     record = reproduce(name, {}, "smoke", tmp_path)
     assert record["status"] == "ok", record.get("error")
@@ -44,8 +43,6 @@ def test_notebook_runs_in_the_smoke_profile(tmp_path, name, monkeypatch):
 
 
 def test_a_bad_parameter_stops_before_a_kernel_starts(tmp_path):
-    from surmlab.reproduce import reproduce
-
     with pytest.raises(ValueError, match="unknown parameter"):
         reproduce("approximation", {"nonsense": 1}, "smoke", tmp_path)
 

@@ -1,8 +1,12 @@
-"""The reproduced experiments: every module here with a ``run`` function is one.
+"""The reproduced experiments: every module here with a ``run`` is one.
 
-``run(profile="smoke", out_dir=None, **params) -> pandas.DataFrame`` validates its parameters first,
+A module declares its parameters as a frozen dataclass ``Params`` (defaults: the ``smoke`` profile),
+``PROFILES`` (``smoke``, ``cpu``, ``paper``: instances), a ``validate(p)``, its computation decorated
+with ``@common.experiment`` and ``figures(table, out_dir)`` for its notebook. The decorated
+``run(profile="smoke", out_dir=None, **params) -> pandas.DataFrame`` validates the parameters first,
 then computes, writes ``<name>.json`` and ``<name>.csv`` into ``out_dir`` and returns the table.
-Each has a thin notebook ``notebooks/<name>.ipynb`` that ``surmlab reproduce <name>`` executes.
+Each has a thin notebook ``notebooks/<name>.ipynb`` (parameters, one ``run`` call, ``figures``) that
+``surmlab reproduce <name>`` executes.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ LDR has no closed form. The ``agree`` column compares the two fits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +20,36 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
+from .. import plots
+from ..models import load_backbone
 from ..structures import make
+from ..train import load_weights
 from . import common
 
 NAME = "approximation"
 FAMILIES = ("lowrank", "kronecker", "circulant", "toeplitz", "symmetric_toeplitz", "ldr")
 TARGETS = ("psd", "gaussian", "lowrank_noise", "weight_update")
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"size": 32, "trials": 1, "targets": ["psd", "weight_update"], "families": list(FAMILIES),
-              "gd_steps": 200, "max_points": 3, "seed": 0, "update_backbone": "tiny-bert", "update_steps": 2},
-    "cpu": {"size": 64, "trials": 10, "targets": list(TARGETS), "families": list(FAMILIES),
-            "gd_steps": 500, "max_points": 5, "seed": 0, "update_backbone": "minilm-l6", "update_steps": 60},
-    "paper": {"size": 128, "trials": 10, "targets": list(TARGETS), "families": list(FAMILIES),
-              "gd_steps": 1000, "max_points": 7, "seed": 0, "update_backbone": "minilm-l6", "update_steps": 300},
+
+
+@dataclass(frozen=True)
+class Params:
+    size: int = 32  # the target is size x size (a power of two)
+    trials: int = 1
+    targets: tuple[str, ...] = ("psd", "weight_update")
+    families: tuple[str, ...] = FAMILIES
+    gd_steps: int = 200
+    max_points: int = 3  # hyper-parameter settings per family
+    seed: int = 0
+    update_backbone: str = "tiny-bert"  # fine-tuned for the weight_update targets
+    update_steps: int = 2
+
+
+PROFILES = {
+    "smoke": Params(),
+    "cpu": Params(size=64, trials=10, targets=TARGETS, gd_steps=500, max_points=5, update_backbone="minilm-l6",
+                  update_steps=60),
+    "paper": Params(size=128, trials=10, targets=TARGETS, gd_steps=1000, max_points=7, update_backbone="minilm-l6",
+                    update_steps=300),
 }  # fmt: skip
 AGREE_TOL = 1e-3  # relative difference of the two errors
 
@@ -56,9 +74,6 @@ def make_target(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def weight_updates(backbone: str, steps: int, n: int, seed: int, runs_dir: Path) -> list[np.ndarray]:
     """``n x n`` crops of ``W_finetuned - W_pretrained`` for every linear layer of ``backbone`` after a
     short full fine-tune on rotten-tomatoes (a real update of a real model)."""
-    from ..models import load_backbone
-    from ..train import load_weights
-
     row = common.train_row(
         backbone=backbone, task="rotten-tomatoes", method="full", max_steps=steps, batch_size=16, seed=seed,
         max_train=max(16 * steps, 64), max_eval=64, runs_dir=str(runs_dir), log_every=max(1, steps),
@@ -188,17 +203,14 @@ def relative_error(approx: np.ndarray, target: np.ndarray) -> float:
 # -- the experiment ----------------------------------------------------------------------------------------------
 
 
-def validate(p: dict[str, Any]) -> None:
-    p["targets"], p["families"] = common.as_list(p["targets"]), common.as_list(p["families"])
-    common.check_choice("target", p["targets"], TARGETS)
-    common.check_choice("family", p["families"], FAMILIES)
-    for key in ("size", "trials", "gd_steps", "max_points", "update_steps"):
-        p[key] = int(p[key])
-    common.check_positive(size=p["size"], trials=p["trials"], gd_steps=p["gd_steps"], max_points=p["max_points"])
-    if p["size"] & (p["size"] - 1):
-        raise ValueError(f"size must be a power of two (every family then has several settings), got {p['size']}")
-    if "weight_update" in p["targets"]:
-        common.check_backbone(p["update_backbone"])
+def validate(p: Params) -> None:
+    common.check_choice("target", p.targets, TARGETS)
+    common.check_choice("family", p.families, FAMILIES)
+    common.check_positive(size=p.size, trials=p.trials, gd_steps=p.gd_steps, max_points=p.max_points)
+    if p.size & (p.size - 1):
+        raise ValueError(f"size must be a power of two (every family then has several settings), got {p.size}")
+    if "weight_update" in p.targets:
+        common.check_backbone(p.update_backbone)
 
 
 def lowrank_reference(table: pd.DataFrame) -> pd.Series:
@@ -210,26 +222,23 @@ def lowrank_reference(table: pd.DataFrame) -> pd.Series:
     return pd.Series(ref, index=table.index)
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = common.start()
-    p = common.resolve(PROFILES, profile, params)
-    validate(p)
-    out = common.output_dir(out_dir, NAME)
-    n, rng = p["size"], np.random.default_rng(p["seed"])
-    set_seed(p["seed"])
+@common.experiment(NAME, PROFILES, validate)
+def run(p: Params, out: Path) -> pd.DataFrame:
+    n, rng = p.size, np.random.default_rng(p.seed)
+    set_seed(p.seed)
     updates = (
-        weight_updates(p["update_backbone"], p["update_steps"], n, p["seed"], out / "runs")
-        if "weight_update" in p["targets"]
+        weight_updates(p.update_backbone, p.update_steps, n, p.seed, out / "runs")
+        if "weight_update" in p.targets
         else []
     )
     rows = []
-    for kind in p["targets"]:
-        for trial in range(p["trials"]):
+    for kind in p.targets:
+        for trial in range(p.trials):
             target = updates[trial % len(updates)] if kind == "weight_update" else make_target(kind, n, rng)
-            for family in p["families"]:
-                for hyper in settings(family, n, p["max_points"]):
+            for family in p.families:
+                for hyper in settings(family, n, p.max_points):
                     count = make(family, n, n, **hyper).num_parameters(n, n, **hyper)
-                    gd = relative_error(gradient_fit(target, family, hyper, p["gd_steps"], trial), target)
+                    gd = relative_error(gradient_fit(target, family, hyper, p.gd_steps, trial), target)
                     exact = closed_form(target, family, hyper)
                     cf = None if exact is None else relative_error(exact, target)
                     rows.append({
@@ -241,7 +250,6 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
     table = pd.DataFrame(rows)
     table["lowrank_error_at_params"] = lowrank_reference(table)
     table["beats_lowrank"] = table["error"] < table["lowrank_error_at_params"]
-    common.write_results(table, out, NAME, profile, p, started)
     return table
 
 
@@ -253,3 +261,13 @@ def ordering(table: pd.DataFrame, target: str = "psd") -> pd.DataFrame:
         .agg(mean_error=("error", "mean"), beats_lowrank=("beats_lowrank", "mean"), points=("params", "nunique"))
         .sort_values("mean_error")
     )
+
+
+def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
+    """Error vs parameter count per target, and the families ordered by mean error on PSD targets."""
+    print("closed form and gradient descent agree:", table["agree"].dropna().all())
+    return [
+        plots.lines(table, "params", "error", "family", facet="target", log_x=True, log_y=True,
+                    title="Relative Frobenius error vs parameter count (mean and std over trials)"),
+        ordering(table, "psd"),
+    ]  # fmt: skip

@@ -1,42 +1,53 @@
-"""What every experiment shares: profiles, parameter validation, seeds and result files.
+"""What every experiment shares: typed parameters per profile, their checks, seeds and result files.
 
-An experiment module defines ``PROFILES = {"smoke": {...}, "cpu": {...}, "paper": {...}}`` (its
-parameters and their defaults per profile) and ``run(profile="smoke", out_dir=None, **params)``.
-``resolve`` turns the profile plus the caller's overrides (``None`` = profile default) into the final
-parameters and rejects unknown names, so a typo stops the notebook in its first cell.
+An experiment module declares its parameters as a dataclass whose defaults are the ``smoke`` profile,
+``PROFILES = {"smoke": Params(), "cpu": Params(...), "paper": Params(...)}``, a ``validate(p)`` that
+raises ``ValueError`` on bad values, and its computation decorated with ``@experiment``::
+
+    @common.experiment(NAME, PROFILES, validate)
+    def run(p: Params, out: Path) -> pd.DataFrame: ...
+
+The decorated ``run(profile="smoke", out_dir=None, **params)`` resolves the profile plus the caller's
+overrides (``None`` = profile default; papermill's strings converted by each field's type), validates
+them before any work (a typo stops the notebook in its first cell), makes the output folder, times the
+computation and writes ``<name>.json`` / ``<name>.csv``.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import shlex
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
-import torch
+from torch import nn
 
+from ..data import SPECS, list_tasks
 from ..fileio import atomic_write, write_json
-from ..provenance import git_commit, package_versions
+from ..methods import METHODS, method_info, prepare
+from ..models import load_backbone, resolve_backbone
+from ..provenance import environment as machine_environment
+from ..tuner import surm_layers, unload
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
 COMMAND_ENV = "SURMLAB_COMMAND"  # set by surmlab.reproduce so result files name the batch command
 
+P = TypeVar("P")
 
-def resolve(profiles: Mapping[str, Mapping[str, Any]], profile: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """The profile's defaults overridden by every non-``None`` entry of ``params``."""
-    if profile not in profiles:
-        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(profiles)}")
-    defaults = dict(profiles[profile])
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; this experiment takes: {', '.join(defaults)}")
-    return {**defaults, **{k: v for k, v in params.items() if v is not None}}
+
+# -- parameters ------------------------------------------------------------------------------------------
+
+
+def parameter_names(params: Any) -> list[str]:
+    """The parameters an experiment takes: the fields of its parameter dataclass (type or instance)."""
+    return [f.name for f in fields(params)]
 
 
 def as_list(value: Any) -> list[Any]:
@@ -46,6 +57,40 @@ def as_list(value: Any) -> list[Any]:
     if isinstance(value, Iterable):
         return list(value)
     return [value]
+
+
+def convert(name: str, value: Any, kind: Any) -> Any:
+    """``value`` as the field type ``kind``: ``"a,b"`` -> a tuple, ``"3"`` -> 3, ``4096`` -> ``"4096"``."""
+    if value is None:
+        return None
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:  # X | None
+        return convert(name, value, args[0])
+    if typing.get_origin(kind) is tuple:
+        return tuple(convert(name, v, args[0]) for v in as_list(value))
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return kind(value) if kind in (int, float, str) and not isinstance(value, bool) else value
+    except ValueError:
+        raise ValueError(f"{name} must be a{'n' if kind is int else ''} {kind.__name__}, got {value!r}") from None
+
+
+def resolve(profiles: Mapping[str, P], profile: str, params: Mapping[str, Any]) -> P:
+    """The profile's parameters overridden by every non-``None`` entry of ``params``, converted to the
+    types of the parameter dataclass; unknown names and profiles raise ``ValueError`` naming the known ones."""
+    if profile not in profiles:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(profiles)}")
+    defaults = profiles[profile]
+    known = parameter_names(defaults)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; this experiment takes: {', '.join(known)}")
+    hints = typing.get_type_hints(type(defaults))
+    return replace(defaults, **{k: convert(k, v, hints[k]) for k, v in params.items() if v is not None})
+
+
+# -- checks ----------------------------------------------------------------------------------------------
 
 
 def check_choice(what: str, values: Iterable[Any], known: Iterable[Any]) -> None:
@@ -62,34 +107,51 @@ def check_positive(**values: Any) -> None:
 
 
 def check_tasks(tasks: Iterable[str]) -> None:
-    from ..data import list_tasks
-
     check_choice("task", [t for t in tasks if ":" not in t], list_tasks())
 
 
 def check_backbone(name: str) -> None:
-    from ..models import resolve_backbone
-
     resolve_backbone(name)  # raises ValueError naming the known backbones
 
 
 def check_methods(methods: Iterable[str]) -> None:
-    from ..methods import METHODS
-
     check_choice("method", methods, METHODS)
 
 
-def check_budgets(backbone: str, num_labels: int, methods: Iterable[str], budget: Any, mode: str = "lora") -> None:
+def num_labels(task: str, default: int = 2) -> int:
+    """The task's label count where the registry knows it (``hf:``/``folder:`` tasks: ``default``)."""
+    return SPECS[task].num_labels if task in SPECS else default
+
+
+def check_budgets(backbone: str, labels: int, methods: Iterable[str], budget: Any, mode: str = "lora") -> None:
     """Prepare each budgeted method on a randomly initialised ``backbone`` (no weights loaded): an
     infeasible budget raises ``BudgetError`` here, before any data is read or any step is trained."""
-    from ..methods import METHODS, prepare
-    from ..models import load_backbone
-
     for method in methods:
-        if not METHODS[method].budgeted or budget is None:
+        info = method_info(method)
+        if not info.budgeted or budget is None:
             continue
-        bb = load_backbone(backbone, num_labels, pretrained=False)
-        prepare(method, bb.model, head=bb.head, budget=budget, mode=mode if method.startswith("surm-") else "lora")
+        bb = load_backbone(backbone, labels, pretrained=False)
+        prepare(method, bb.model, head=bb.head, budget=budget, mode=mode if info.takes_mode else "lora")
+
+
+def merged(model: nn.Module) -> nn.Module:
+    """The model as plain layers: SURM (``surmlab.unload``) and PEFT (``merge_and_unload``) updates folded
+    into the base weights; a model without updates as it is."""
+    if surm_layers(model):
+        return unload(model, merge=True)
+    if hasattr(model, "merge_and_unload"):  # PEFT
+        return model.merge_and_unload()
+    return model
+
+
+def check_grid(backbone: str, tasks: Iterable[str], methods: Iterable[str]) -> None:
+    """Check the backbone, tasks and methods of a training grid."""
+    check_backbone(backbone)
+    check_tasks(tasks)
+    check_methods(methods)
+
+
+# -- runs and results ------------------------------------------------------------------------------------
 
 
 def output_dir(out_dir: str | os.PathLike | None, name: str) -> Path:
@@ -99,15 +161,8 @@ def output_dir(out_dir: str | os.PathLike | None, name: str) -> Path:
 
 
 def environment() -> dict[str, Any]:
-    return {
-        "packages": package_versions(),
-        "git_commit": git_commit(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    """The machine, packages and commit (``surmlab.provenance.environment``)."""
+    return machine_environment()
 
 
 @dataclass(frozen=True)
@@ -156,6 +211,40 @@ def write_results(
     return {"csv": csv_path, "json": json_path}
 
 
+@dataclass(frozen=True)
+class Experiment(Generic[P]):
+    """One reproduced experiment: its parameters per profile, their checks and its computation.
+
+    Calling it runs the shared prologue and epilogue around ``compute``; ``compute(p, out)`` is only
+    the experiment's own work and returns its table."""
+
+    name: str
+    profiles: Mapping[str, P]
+    validate: Callable[[P], None]
+    compute: Callable[[P, Path], pd.DataFrame]
+
+    def params(self, profile: str = "smoke", **params: Any) -> P:
+        """The checked parameters of ``profile`` with ``params`` overriding its defaults."""
+        p = resolve(self.profiles, profile, params)
+        self.validate(p)
+        return p
+
+    def __call__(self, profile: str = "smoke", out_dir: str | os.PathLike | None = None, **params: Any) -> pd.DataFrame:
+        started = start()
+        p = self.params(profile, **params)
+        out = output_dir(out_dir, self.name)
+        table = self.compute(p, out)
+        write_results(table, out, self.name, profile, asdict(p), started)
+        return table
+
+
+def experiment(
+    name: str, profiles: Mapping[str, P], validate: Callable[[P], None]
+) -> Callable[[Callable[[P, Path], pd.DataFrame]], Experiment[P]]:
+    """Decorate an experiment's computation into its ``run(profile="smoke", out_dir=None, **params)``."""
+    return lambda compute: Experiment(name, profiles, validate, compute)
+
+
 def train_row(**config: Any) -> dict[str, Any]:
     """Train one ``TrainConfig`` and flatten its summary into a table row."""
     from ..train import TrainConfig, train
@@ -181,12 +270,3 @@ def train_row(**config: Any) -> dict[str, Any]:
         "wall_time_s": summary.get("wall_time_s"),
         "run_dir": summary.get("run_dir"),
     }
-
-
-def check_grid(p: dict[str, Any]) -> None:
-    """Normalise and check the backbone x tasks x methods x seeds parameters of a training grid."""
-    p["tasks"], p["methods"] = as_list(p["tasks"]), as_list(p["methods"])
-    p["seeds"] = [int(s) for s in as_list(p["seeds"])]
-    check_backbone(p["backbone"])
-    check_tasks(p["tasks"])
-    check_methods(p["methods"])

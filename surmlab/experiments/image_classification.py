@@ -8,69 +8,92 @@ offline default is ``vit-s14`` on Fashion-MNIST and MNIST.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .. import plots
+from ..data import SPECS
+from ..methods import method_info
 from . import common
 
 NAME = "image_classification"
-SURM = ["surm-circulant", "surm-toeplitz", "surm-symmetric_toeplitz", "surm-kronecker", "surm-ldr"]
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"backbone": "tiny-vit", "tasks": ["mnist"], "methods": ["surm-circulant", "lora", "linear-probe"],
-              "budget": "4096", "seeds": [0], "max_steps": 2, "max_train": 64, "max_eval": 64, "image_size": None,
-              "batch_size": 16, "epochs": 1, "shots_per_class": None, "train_fraction": None},
-    "cpu": {"backbone": "vit-s14", "tasks": ["fashion-mnist", "mnist"],
-            "methods": [*SURM, "lora", "adapter", "bitfit", "linear-probe", "full"], "budget": "55k", "seeds": [0],
-            "max_steps": 150, "max_train": 4800, "max_eval": 1000, "image_size": 56, "batch_size": 32, "epochs": 1,
-            "shots_per_class": None, "train_fraction": None},
-    "paper": {"backbone": "timm:vit_base_patch16_224.augreg_in21k",
-              "tasks": ["cifar10", "cifar100", "sun397", "dtd", "stl10"],
-              "methods": [*SURM, "lora", "adapter", "bitfit", "linear-probe", "full"], "budget": "55k",
-              "seeds": [0, 1, 2], "max_steps": None, "max_train": None, "max_eval": None, "image_size": None,
-              "batch_size": 64, "epochs": 10, "shots_per_class": None, "train_fraction": None},
+SURM = ("surm-circulant", "surm-toeplitz", "surm-symmetric_toeplitz", "surm-kronecker", "surm-ldr")
+ALL_METHODS = (*SURM, "lora", "adapter", "bitfit", "linear-probe", "full")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A backbone x tasks x methods x seeds training grid (shared with ``low_resource``)."""
+
+    backbone: str = "tiny-vit"
+    tasks: tuple[str, ...] = ("mnist",)
+    methods: tuple[str, ...] = ("surm-circulant", "lora", "linear-probe")
+    budget: str = "4096"
+    seeds: tuple[int, ...] = (0,)
+    max_steps: int | None = 2
+    max_eval: int | None = 64
+    image_size: int | None = None
+    batch_size: int = 16
+    epochs: int = 1
+
+
+@dataclass(frozen=True)
+class Params(Grid):
+    max_train: int | None = 64
+    shots_per_class: int | None = None
+    train_fraction: float | None = None
+
+
+PROFILES = {
+    "smoke": Params(),
+    "cpu": Params(backbone="vit-s14", tasks=("fashion-mnist", "mnist"), methods=ALL_METHODS, budget="55k",
+                  max_steps=150, max_train=4800, max_eval=1000, image_size=56, batch_size=32),
+    "paper": Params(backbone="timm:vit_base_patch16_224.augreg_in21k",
+                    tasks=("cifar10", "cifar100", "sun397", "dtd", "stl10"), methods=ALL_METHODS, budget="55k",
+                    seeds=(0, 1, 2), max_steps=None, max_train=None, max_eval=None, batch_size=64, epochs=10),
 }  # fmt: skip
 
 
-def validate(p: dict[str, Any]) -> None:
-    common.check_grid(p)
-    from ..data import SPECS
-
-    for task in p["tasks"]:
+def validate(p: Grid) -> None:
+    common.check_grid(p.backbone, p.tasks, p.methods)
+    for task in p.tasks:
         if task in SPECS and SPECS[task].modality != "image":
             raise ValueError(f"task {task!r} is not an image task")
-    labels = SPECS[p["tasks"][0]].num_labels if p["tasks"][0] in SPECS else 10
-    common.check_budgets(p["backbone"], labels, p["methods"], p["budget"])
+    common.check_budgets(p.backbone, common.num_labels(p.tasks[0], 10), p.methods, p.budget)
 
 
-def grid(p: dict[str, Any], out_dir: Any, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One training run per (task, method, seed[, extra]), budget on the methods that take one."""
-    from ..methods import METHODS
-
+def grid(
+    p: Grid, out_dir: Path, *, max_train: int | None, shots_per_class: int | None = None,
+    train_fraction: float | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One training run per (task, method, seed), budget on the methods that take one."""
     rows = []
-    for task in p["tasks"]:
-        for method in p["methods"]:
-            for seed in p["seeds"]:
+    for task in p.tasks:
+        for method in p.methods:
+            for seed in p.seeds:
                 row = common.train_row(
-                    backbone=p["backbone"], task=task, method=method, seed=seed,
-                    budget=p["budget"] if METHODS[method].budgeted else None,
-                    max_steps=p["max_steps"], max_train=p["max_train"], max_eval=p["max_eval"],
-                    image_size=p["image_size"], batch_size=int(p["batch_size"]), epochs=int(p["epochs"]),
-                    shots_per_class=p["shots_per_class"], train_fraction=p["train_fraction"],
-                    runs_dir=str(out_dir / "runs"), **(extra or {}),
+                    backbone=p.backbone, task=task, method=method, seed=seed,
+                    budget=p.budget if method_info(method).budgeted else None,
+                    max_steps=p.max_steps, max_train=max_train, max_eval=p.max_eval, image_size=p.image_size,
+                    batch_size=p.batch_size, epochs=p.epochs, shots_per_class=shots_per_class,
+                    train_fraction=train_fraction, runs_dir=str(out_dir / "runs"),
                 )  # fmt: skip
-                rows.append({**row, "shots_per_class": p["shots_per_class"], "train_fraction": p["train_fraction"]})
+                rows.append({**row, "shots_per_class": shots_per_class, "train_fraction": train_fraction})
     return rows
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = common.start()
-    p = common.resolve(PROFILES, profile, params)
-    validate(p)
-    out = common.output_dir(out_dir, NAME)
-    table = pd.DataFrame(grid(p, out))
-    common.write_results(table, out, NAME, profile, p, started)
-    return table
+@common.experiment(NAME, PROFILES, validate)
+def run(p: Params, out: Path) -> pd.DataFrame:
+    rows = grid(p, out, max_train=p.max_train, shots_per_class=p.shots_per_class, train_fraction=p.train_fraction)
+    return pd.DataFrame(rows)
+
+
+def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
+    """Best accuracy per method and task, and the runs (``pivot`` gives the paper's layout)."""
+    return [plots.bars(table, "method", "best", "method", facet="task"), table]
 
 
 def pivot(table: pd.DataFrame, value: str = "best") -> pd.DataFrame:

@@ -9,6 +9,7 @@ trains, the bottom layer is frozen or trainable. Parameter counts are matched by
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,35 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .. import plots
 from ..budget import Target, solve
+from ..fileio import atomic_write
 from ..structures import make
 from . import common
 
 NAME = "pinwheel"
 METHODS = ("lowrank", "circulant", "toeplitz", "symmetric_toeplitz", "kronecker", "ldr")
 BOTTOMS = ("frozen", "trainable")
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"width": 32, "budget": 64, "methods": ["lowrank", "circulant", "toeplitz", "symmetric_toeplitz"],
-              "bottom": list(BOTTOMS), "steps": 30, "per_class": 100, "lr": 0.01, "seeds": 1, "seed": 0},
-    "cpu": {"width": 64, "budget": 128, "methods": ["lowrank", "circulant", "toeplitz", "symmetric_toeplitz"],
-            "bottom": list(BOTTOMS), "steps": 500, "per_class": 200, "lr": 0.01, "seeds": 3, "seed": 0},
-    "paper": {"width": 64, "budget": 128, "methods": list(METHODS), "bottom": list(BOTTOMS), "steps": 3000,
-              "per_class": 1000, "lr": 0.01, "seeds": 5, "seed": 0},
-}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Params:
+    width: int = 32  # d: the adapted layer is d x d
+    budget: int = 64  # update parameters, matched per family (nearest feasible count)
+    methods: tuple[str, ...] = ("lowrank", "circulant", "toeplitz", "symmetric_toeplitz")
+    bottom: tuple[str, ...] = BOTTOMS
+    steps: int = 30
+    per_class: int = 100
+    lr: float = 0.01
+    seeds: int = 1  # how many seeds, from seed on
+    seed: int = 0
+
+
+PROFILES = {
+    "smoke": Params(),
+    "cpu": Params(width=64, budget=128, steps=500, per_class=200, seeds=3),
+    "paper": Params(width=64, budget=128, methods=METHODS, steps=3000, per_class=1000, seeds=5),
+}
 
 
 def pinwheel(per_class: int, arms: int = 5, radial_std: float = 0.3, tangential_std: float = 0.05,
@@ -64,35 +79,31 @@ class AdaptedMLP(nn.Module):
         return self.head(h)
 
 
-def validate(p: dict[str, Any]) -> None:
-    p["methods"], p["bottom"] = common.as_list(p["methods"]), common.as_list(p["bottom"])
-    common.check_choice("method", p["methods"], METHODS)
-    common.check_choice("bottom", p["bottom"], BOTTOMS)
-    for key in ("width", "budget", "steps", "per_class", "seeds"):
-        p[key] = int(p[key])
-    common.check_positive(**{k: p[k] for k in ("width", "budget", "steps", "per_class", "seeds", "lr")})
-    for family in p["methods"]:
+def validate(p: Params) -> None:
+    common.check_choice("method", p.methods, METHODS)
+    common.check_choice("bottom", p.bottom, BOTTOMS)
+    common.check_positive(width=p.width, budget=p.budget, steps=p.steps, per_class=p.per_class, seeds=p.seeds, lr=p.lr)
+    for family in p.methods:
         # a BudgetError unless the budget lies in every family's range (nearest would clamp it)
-        solve(family, [Target("hidden", p["width"], p["width"])], p["budget"])
+        solve(family, [Target("hidden", p.width, p.width)], p.budget)
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = common.start()
-    p = common.resolve(PROFILES, profile, params)
-    validate(p)
-    out = common.output_dir(out_dir, NAME)
-    x, y = pinwheel(p["per_class"], seed=p["seed"])
+@common.experiment(NAME, PROFILES, validate)
+def run(p: Params, out: Path) -> pd.DataFrame:
+    """Train every (method, bottom, seed) and write the loss curves to ``pinwheel_curves.csv`` too."""
+    x, y = pinwheel(p.per_class, seed=p.seed)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    curves, rows = [], []
-    for family in p["methods"]:
-        plan = solve(family, [Target("hidden", p["width"], p["width"])], p["budget"], nearest=True)
-        for bottom in p["bottom"]:
-            for seed in range(p["seed"], p["seed"] + p["seeds"]):
+    curves: list[dict[str, Any]] = []
+    rows = []
+    for family in p.methods:
+        plan = solve(family, [Target("hidden", p.width, p.width)], p.budget, nearest=True)
+        for bottom in p.bottom:
+            for seed in range(p.seed, p.seed + p.seeds):
                 torch.manual_seed(seed)  # same W0, bottom and head for every method at this seed
-                model = AdaptedMLP(p["width"], family, plan.hyper)
+                model = AdaptedMLP(p.width, family, plan.hyper)
                 model.bottom.requires_grad_(bottom == "trainable")
-                opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=float(p["lr"]))
-                for step in range(p["steps"]):
+                opt = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr)
+                for step in range(p.steps):
                     loss = nn.functional.cross_entropy(model(x), y)
                     opt.zero_grad()
                     loss.backward()
@@ -103,13 +114,11 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
                 rows.append({
                     "method": family, "hyper": str(plan.hyper), "update_params": plan.total, "bottom": bottom,
                     "seed": seed, "final_loss": loss.item(), "train_accuracy": acc,
-                    "min_loss": min(c["loss"] for c in curves[-p["steps"]:]),
+                    "min_loss": min(c["loss"] for c in curves[-p.steps:]),
                 })  # fmt: skip
     curve_table = pd.DataFrame(curves)
-    common.atomic_write(out / f"{NAME}_curves.csv", lambda tmp: curve_table.to_csv(tmp, index=False))
-    table = pd.DataFrame(rows)
-    common.write_results(table, out, NAME, profile, p, started)
-    return table
+    atomic_write(out / f"{NAME}_curves.csv", lambda tmp: curve_table.to_csv(tmp, index=False))
+    return pd.DataFrame(rows)
 
 
 def curves(out_dir: str | Path) -> pd.DataFrame:
@@ -122,3 +131,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["bottom", "method", "update_params"], as_index=False)[["final_loss", "train_accuracy"]].agg(
         lambda v: f"{np.mean(v):.4f} ± {np.std(v):.4f}" if len(v) > 1 else f"{v.iloc[0]:.4f}"
     )
+
+
+def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
+    """Mean training loss per step (from the run's curve file), and the runs."""
+    return [plots.loss_curves(curves(out_dir or Path("results") / NAME), facet="bottom"), table]

@@ -11,6 +11,8 @@ fine-tune of a real text backbone with one SURM family against LoRA at the same 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,11 @@ import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
+from .. import plots
+from ..config import SurmConfig
+from ..models import load_backbone
 from ..structures import FAMILIES, make
+from ..tuner import plan_for
 from . import common
 
 NAME = "tour"
@@ -30,14 +36,25 @@ SHOWN = {
     "kronecker 4x4 (x) 4x4": ("kronecker", {"factors": [4, 4]}),
     "ldr, rank 1": ("ldr", {"rank": 1}),
 }
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"backbone": "tiny-bert", "task": "rotten-tomatoes", "family": "circulant", "budget": "2048",
-              "max_steps": 3, "max_train": 64, "max_eval": 64, "seed": 0},
-    "cpu": {"backbone": "minilm-l6", "task": "rotten-tomatoes", "family": "circulant", "budget": "9216",
-            "max_steps": 150, "max_train": 4800, "max_eval": 1000, "seed": 0},
-    "paper": {"backbone": "minilm-l6", "task": "rotten-tomatoes", "family": "circulant", "budget": "9216",
-              "max_steps": 600, "max_train": None, "max_eval": None, "seed": 0},
-}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Params:
+    backbone: str = "tiny-bert"
+    task: str = "rotten-tomatoes"
+    family: str = "circulant"  # fine-tuned as surm-<family> against LoRA
+    budget: str = "2048"
+    max_steps: int = 3
+    max_train: int | None = 64
+    max_eval: int | None = 64
+    seed: int = 0
+
+
+PROFILES = {
+    "smoke": Params(),
+    "cpu": Params(backbone="minilm-l6", budget="9216", max_steps=150, max_train=4800, max_eval=1000),
+    "paper": Params(backbone="minilm-l6", budget="9216", max_steps=600, max_train=None, max_eval=None),
+}
 
 
 def _random(family: str, n: int, seed: int, **hyper: Any) -> torch.nn.Module:
@@ -90,10 +107,6 @@ def fft_checks(n: int = 96, tokens: int = 8, seed: int = 0) -> list[dict[str, An
 
 
 def budget_rows(backbone: str, family: str, budget: str) -> list[dict[str, Any]]:
-    from ..config import SurmConfig
-    from ..models import load_backbone
-    from ..tuner import plan_for
-
     model = load_backbone(backbone, 2, pretrained=False).model
     plan = plan_for(model, SurmConfig(family=family, budget=budget))
     return [
@@ -103,34 +116,34 @@ def budget_rows(backbone: str, family: str, budget: str) -> list[dict[str, Any]]
     ]  # fmt: skip
 
 
-def validate(p: dict[str, Any]) -> None:
-    common.check_backbone(p["backbone"])
-    common.check_tasks([p["task"]])
-    common.check_choice("family", [p["family"]], FAMILIES)
-    common.check_positive(max_steps=int(p["max_steps"]))
-    from ..data import SPECS
-
-    labels = SPECS[p["task"]].num_labels if p["task"] in SPECS else 2
-    common.check_budgets(p["backbone"], labels, [f"surm-{p['family']}", "lora"], p["budget"])
+def validate(p: Params) -> None:
+    common.check_backbone(p.backbone)
+    common.check_tasks([p.task])
+    common.check_choice("family", [p.family], FAMILIES)
+    common.check_positive(max_steps=p.max_steps)
+    common.check_budgets(p.backbone, common.num_labels(p.task), [f"surm-{p.family}", "lora"], p.budget)
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = common.start()
-    p = common.resolve(PROFILES, profile, params)
-    validate(p)
-    out = common.output_dir(out_dir, NAME)
-    set_seed(p["seed"])
-    rows = fft_checks() + budget_rows(p["backbone"], p["family"], str(p["budget"]))
-    for method in (f"surm-{p['family']}", "lora"):
+@common.experiment(NAME, PROFILES, validate)
+def run(p: Params, out: Path) -> pd.DataFrame:
+    set_seed(p.seed)
+    rows = fft_checks() + budget_rows(p.backbone, p.family, p.budget)
+    for method in (f"surm-{p.family}", "lora"):
         r = common.train_row(
-            backbone=p["backbone"], task=p["task"], method=method, budget=p["budget"], max_steps=int(p["max_steps"]),
-            max_train=p["max_train"], max_eval=p["max_eval"], seed=p["seed"], runs_dir=str(out / "runs"),
+            backbone=p.backbone, task=p.task, method=method, budget=p.budget, max_steps=p.max_steps,
+            max_train=p.max_train, max_eval=p.max_eval, seed=p.seed, runs_dir=str(out / "runs"),
         )  # fmt: skip
         rows.append({
             "section": "finetune", "item": method, "params": r["method_params"], "value": r["final"],
-            "note": f"{r['metric']} after {p['max_steps']} steps on {p['task']} ({r['hyper']}, "
-            f"{r['wall_time_s']:.0f} s)",
+            "note": f"{r['metric']} after {p.max_steps} steps on {p.task} ({r['hyper']}, {r['wall_time_s']:.0f} s)",
         })  # fmt: skip
-    table = pd.DataFrame(rows)
-    common.write_results(table, out, NAME, profile, p, started)
-    return table
+    return pd.DataFrame(rows)
+
+
+def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
+    """Each structure's dense matrix, the singular-value spectra, and the tour's table."""
+    return [
+        plots.heatmap_grid(example_matrices(16), title="dense() of each structure (16 x 16)"),
+        plots.spectra(example_spectra(64)),
+        table,
+    ]

@@ -13,29 +13,48 @@ row's model (1 for ``full`` itself); ``cka_vs_pretrained`` compares each model w
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from accelerate.utils import set_seed
 
+from .. import plots
+from ..data import load_task, make_collate
+from ..methods import method_info, preset_targets
+from ..models import Backbone, load_backbone, mean_pool
+from ..predict import load_run
 from . import common
 
 NAME = "weight_analysis"
-PROFILES: dict[str, dict[str, Any]] = {
-    "smoke": {"backbone": "tiny-bert", "task": "rotten-tomatoes", "methods": ["surm-circulant", "lora"],
-              "budget": "4096", "seed": 0, "pooling": "mean", "max_steps": 3, "max_train": 64, "max_eval": 64,
-              "epochs": 1, "batch_size": 16, "data_dir": None},
-    "cpu": {"backbone": "minilm-l6", "task": "rotten-tomatoes", "methods": ["surm-circulant", "surm-toeplitz", "lora"],
-            "budget": "50k", "seed": 0, "pooling": "mean", "max_steps": 150, "max_train": 4800, "max_eval": 1000,
-            "epochs": 1, "batch_size": 32, "data_dir": None},
-    "paper": {"backbone": "minilm-l6", "task": "rotten-tomatoes",
-              "methods": ["surm-circulant", "surm-toeplitz", "surm-kronecker", "surm-ldr", "lora"],
-              "budget": "50k", "seed": 0, "pooling": "mean", "max_steps": None, "max_train": None, "max_eval": None,
-              "epochs": 3, "batch_size": 32, "data_dir": None},
-}  # fmt: skip
 POOLINGS = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class Params:
+    backbone: str = "tiny-bert"
+    task: str = "rotten-tomatoes"
+    methods: tuple[str, ...] = ("surm-circulant", "lora")  # compared with full fine-tuning
+    budget: str = "4096"
+    seed: int = 0
+    pooling: str = "mean"  # mean | cls
+    max_steps: int | None = 3
+    max_train: int | None = 64
+    max_eval: int | None = 64
+    epochs: int = 1
+    batch_size: int = 16
+    data_dir: str | None = None
+
+
+PROFILES = {
+    "smoke": Params(),
+    "cpu": Params(backbone="minilm-l6", methods=("surm-circulant", "surm-toeplitz", "lora"), budget="50k",
+                  max_steps=150, max_train=4800, max_eval=1000, batch_size=32),
+    "paper": Params(backbone="minilm-l6", methods=("surm-circulant", "surm-toeplitz", "surm-kronecker", "surm-ldr",
+                    "lora"), budget="50k", max_steps=None, max_train=None, max_eval=None, epochs=3, batch_size=32),
+}  # fmt: skip
 
 
 # -- measures ----------------------------------------------------------------------------------------
@@ -71,43 +90,26 @@ def linear_cka(x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> fl
 # -- models --------------------------------------------------------------------------------------------
 
 
-def validate(p: dict[str, Any]) -> None:
-    p["methods"] = common.as_list(p["methods"])
-    common.check_backbone(p["backbone"])
-    common.check_tasks([p["task"]])
-    common.check_methods(p["methods"])
-    bad = [m for m in p["methods"] if not (m.startswith("surm-") or m == "lora")]
+def validate(p: Params) -> None:
+    common.check_backbone(p.backbone)
+    common.check_tasks([p.task])
+    common.check_methods(p.methods)
+    bad = [m for m in p.methods if not (method_info(m).takes_mode or m == "lora")]
     if bad:
         raise ValueError(f"weight_analysis compares surm-* and lora against full fine-tuning; not {', '.join(bad)}")
-    if not p["methods"]:
+    if not p.methods:
         raise ValueError("list at least one surm-* or lora method to compare with full fine-tuning")
-    common.check_choice("pooling", [p["pooling"]], POOLINGS)
-    common.check_positive(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]))
-    from ..models import load_backbone
-
-    if load_backbone(p["backbone"], 2, pretrained=False).modality != "text":
-        raise ValueError(f"weight_analysis compares text encoders; {p['backbone']!r} is an image backbone")
-    common.check_budgets(p["backbone"], 2, p["methods"], p["budget"])
-
-
-def merged_model(prepared: Any) -> torch.nn.Module:
-    """The trained model as plain layers: SURM and LoRA updates folded into the base weights."""
-    from ..tuner import surm_layers, unload
-
-    model = prepared.model
-    if surm_layers(model):
-        return unload(model, merge=True)
-    if hasattr(model, "merge_and_unload"):  # PEFT
-        return model.merge_and_unload()
-    return model
+    common.check_choice("pooling", [p.pooling], POOLINGS)
+    common.check_positive(epochs=p.epochs, batch_size=p.batch_size)
+    if load_backbone(p.backbone, 2, pretrained=False).modality != "text":
+        raise ValueError(f"weight_analysis compares text encoders; {p.backbone!r} is an image backbone")
+    common.check_budgets(p.backbone, 2, p.methods, p.budget)
 
 
 @torch.no_grad()
 def representations(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], pooling: str) -> torch.Tensor:
     """Pooled last hidden states of the encoder (``model.model`` of a ``TextClassifier``: a bare
     encoder, or a transformers ``*ForSequenceClassification`` whose hidden states are asked for)."""
-    from ..models import mean_pool
-
     model.eval()
     encoder = model.model
     out = []
@@ -118,10 +120,8 @@ def representations(model: torch.nn.Module, batches: list[dict[str, torch.Tensor
     return torch.cat(out).double()
 
 
-def eval_batches(p: dict[str, Any], backbone: Any, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
-    from ..data import load_task, make_collate
-
-    task = load_task(p["task"], p["data_dir"], seed=int(p["seed"]), max_train=p["max_train"], max_eval=p["max_eval"])
+def eval_batches(p: Params, backbone: Backbone, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    task = load_task(p.task, p.data_dir, seed=p.seed, max_train=p.max_train, max_eval=p.max_eval)
     collate = make_collate(task, backbone)
     rows = list(task.eval)
     batches = []
@@ -134,41 +134,33 @@ def eval_batches(p: dict[str, Any], backbone: Any, batch_size: int = 64) -> list
 
 def target_names(model: torch.nn.Module) -> list[str]:
     """The layers SURM and LoRA adapt by default (the model family's preset, LoRA mode)."""
-    from ..methods import preset_targets
-
     return [name for name, _ in preset_targets(model, "lora", None)]
 
 
-def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd.DataFrame:
-    started = common.start()
-    p = common.resolve(PROFILES, profile, params)
-    validate(p)
-    out = common.output_dir(out_dir, NAME)
-    from ..models import load_backbone
-    from ..predict import load_run
-
+@common.experiment(NAME, PROFILES, validate)
+def run(p: Params, out: Path) -> pd.DataFrame:
     trained = {}
-    for method in ["full", *p["methods"]]:
+    for method in ["full", *p.methods]:
         trained[method] = common.train_row(
-            backbone=p["backbone"], task=p["task"], method=method, seed=int(p["seed"]),
-            budget=None if method == "full" else p["budget"], max_steps=p["max_steps"], max_train=p["max_train"],
-            max_eval=p["max_eval"], epochs=int(p["epochs"]), batch_size=int(p["batch_size"]),
-            data_dir=p["data_dir"], runs_dir=str(out / "runs"),
+            backbone=p.backbone, task=p.task, method=method, seed=p.seed,
+            budget=None if method == "full" else p.budget, max_steps=p.max_steps, max_train=p.max_train,
+            max_eval=p.max_eval, epochs=p.epochs, batch_size=p.batch_size,
+            data_dir=p.data_dir, runs_dir=str(out / "runs"),
         )  # fmt: skip
     # The pretrained reference, built as training built it (seeded: random-init backbones match too).
-    set_seed(int(p["seed"]))
-    pretrained = load_backbone(p["backbone"], 2)
+    set_seed(p.seed)
+    pretrained = load_backbone(p.backbone, 2)
     names = target_names(pretrained.model)
     batches = eval_batches(p, pretrained)
     reference = {n: pretrained.model.get_submodule(n).weight.detach().clone() for n in names}
-    feats = {"pretrained": representations(pretrained.model, batches, p["pooling"])}
+    feats = {"pretrained": representations(pretrained.model, batches, p.pooling)}
     weights = {}
     for method, row in trained.items():
-        set_seed(int(p["seed"]))  # load_run rebuilds the frozen backbone: same init as training
+        set_seed(p.seed)  # load_run rebuilds the frozen backbone: same init as training
         _, prepared, _ = load_run(row["run_dir"])
-        model = merged_model(prepared)
+        model = common.merged(prepared.model)
         weights[method] = {n: model.get_submodule(n).weight.detach() for n in names}
-        feats[method] = representations(model, batches, p["pooling"])
+        feats[method] = representations(model, batches, p.pooling)
     rows = []
     for method, row in trained.items():
         cka_full = linear_cka(feats["full"], feats[method])
@@ -176,16 +168,14 @@ def run(profile: str = "smoke", out_dir: str | None = None, **params: Any) -> pd
         for name in names:
             w, w0 = weights[method][name], reference[name]
             rows.append({
-                "backbone": p["backbone"], "task": p["task"], "method": method, "layer": name,
+                "backbone": p.backbone, "task": p.task, "method": method, "layer": name,
                 "one_minus_cos": cosine_distance(w, w0),
                 "rel_change": float((w.double() - w0.double()).norm() / w0.double().norm()),
                 "cka_vs_full": cka_full, "cka_vs_pretrained": cka_pre,
                 "method_params": row["method_params"], "trainable_params": row["trainable_params"],
                 "metric": row["metric"], "final": row["final"], "run_dir": row["run_dir"],
             })  # fmt: skip
-    table = pd.DataFrame(rows)
-    common.write_results(table, out, NAME, profile, p, started)
-    return table
+    return pd.DataFrame(rows)
 
 
 def paper_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -197,3 +187,12 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
         final=("final", "first"),
     )  # fmt: skip
     return agg.sort_values("one_minus_cos_mean")
+
+
+def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
+    """How far each adapted layer moved, how alike the representations are, and the paper's table."""
+    return [
+        plots.bars(table, "layer", "one_minus_cos", "method", title="1 - cos(W_ft, W_0) per adapted layer"),
+        plots.bars(table, "method", "cka_vs_full", "method", title="Linear CKA with the fully fine-tuned model"),
+        paper_table(table),
+    ]
