@@ -22,12 +22,15 @@ from accelerate.utils import set_seed
 
 from .. import plots
 from ..models import load_backbone
+from ..structures import FAMILIES as STRUCTURES
 from ..structures import make
 from ..train import load_weights
 from . import common
 
 NAME = "approximation"
-FAMILIES = ("lowrank", "kronecker", "circulant", "toeplitz", "symmetric_toeplitz", "ldr")
+# The paper's families in its order, then any other registered family.
+PAPER_ORDER = ("lowrank", "kronecker", "circulant", "toeplitz", "symmetric_toeplitz", "ldr")
+FAMILIES = PAPER_ORDER + tuple(f for f in STRUCTURES if f not in PAPER_ORDER)
 TARGETS = ("psd", "gaussian", "lowrank_noise", "weight_update")
 
 
@@ -107,8 +110,8 @@ def settings(family: str, n: int, max_points: int) -> list[dict[str, Any]]:
         options = [{"block_size": n, "rank": r} for r in pow2 if r <= n // 8]
     elif family == "kronecker":
         options = [{"factors": [k, k]} for k in pow2 if k * k <= n]
-    else:
-        raise ValueError(f"unknown family {family!r}; known: {', '.join(FAMILIES)}")
+    else:  # a family without a hand-picked grid: its own candidates for this shape
+        options = list(STRUCTURES[family].candidates([(n, n)]))
     counted = sorted(((make(family, n, n, **h).num_parameters(n, n, **h), h) for h in options), key=lambda o: o[0])
     unique: dict[int, dict[str, Any]] = {}
     for count, h in counted:

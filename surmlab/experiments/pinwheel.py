@@ -21,11 +21,13 @@ from torch import nn
 from .. import plots
 from ..budget import Target, solve
 from ..fileio import atomic_write
-from ..structures import make
+from ..structures import FAMILIES, make
 from . import common
 
 NAME = "pinwheel"
-METHODS = ("lowrank", "circulant", "toeplitz", "symmetric_toeplitz", "kronecker", "ldr")
+# The paper's families in its order, then any other registered family.
+PAPER_ORDER = ("lowrank", "circulant", "toeplitz", "symmetric_toeplitz", "kronecker", "ldr")
+METHODS = PAPER_ORDER + tuple(f for f in FAMILIES if f not in PAPER_ORDER)
 BOTTOMS = ("frozen", "trainable")
 
 
