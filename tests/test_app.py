@@ -16,7 +16,8 @@ import pytest
 from surmlab.app import _is_loopback, parse_auth
 from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, config_to_args, error_from_log, pid_alive
-from surmlab.app.readout import BudgetReadout, parse_targets
+from surmlab.app.plots import structure
+from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode
 from surmlab.app.watch import MetricsCache, progress
 from surmlab.cli import _train_config, build_parser
 from surmlab.runs import RunDir, list_runs
@@ -111,6 +112,16 @@ def test_form_to_config_follows_the_method():
     assert config.targets is None and config.lr == 3e-3 and config.max_train == 64  # the preset is recorded as such
     assert Form(**TINY, targets="attention.self.query").to_config("runs", preset).targets == ["attention.self.query"]
     assert log_every(64, 16, 1) == 1 and log_every(None, 32, 1) == 10 and log_every(100_000, 32, 3) == 10
+
+
+def test_the_method_registry_says_which_methods_take_a_mode():
+    """SURM methods (from the registry, not their names) take lora/adapter; others, unknown names and a
+    run table's empty cells do not."""
+    assert takes_mode("surm-circulant") and takes_mode("surm-lowrank")
+    assert not any(takes_mode(m) for m in ("lora", "adapter", "c3a", "surm-nothing", None, float("nan")))
+    assert Form(**{**TINY, "mode": "adapter"}).mode_value() == "adapter"
+    assert Form(**{**TINY, "method": "lora", "budget": "1k", "mode": "adapter"}).mode_value() == "lora"
+    assert structure("surm-toeplitz", "adapter") == "surm-toeplitz (adapter)" and structure("lora", "adapter") == "lora"
 
 
 def test_config_round_trips_through_the_command_line():

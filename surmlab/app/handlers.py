@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
+from ..methods import method_info
 from ..runs import list_runs
 from ..train import TrainConfig
 from . import plots
 from .jobs import JobManager, JobRecord
-from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets
+from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets, takes_mode
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ TABLE_COLUMNS = [
 
 def device_label() -> str:
     """The accelerator training will use, in words."""
-    import torch
-
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return "GPU: " + ", ".join(names)
@@ -96,13 +96,11 @@ class Form:
     name: str | None = None
 
     def budget_value(self) -> str | None:
-        from ..methods import method_info
-
         text = (self.budget or "").strip()
         return text if text and method_info(self.method).budgeted else None
 
     def mode_value(self) -> str:
-        return self.mode if self.method.startswith("surm-") else "lora"
+        return self.mode if takes_mode(self.method) else "lora"
 
     def targets_value(self, preset: list[str] | None) -> list[str] | None:
         if self.method in NO_TARGETS:
@@ -112,8 +110,6 @@ class Form:
 
     def to_config(self, runs_dir: str | Path, preset: list[str] | None = None) -> TrainConfig:
         """The run's TrainConfig; raises ValueError with a readable message on bad input."""
-        from ..methods import method_info
-
         method_info(self.method)
         if not (self.backbone or "").strip():
             raise ValueError("choose a backbone")
