@@ -9,7 +9,10 @@ import argparse
 import json
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports torch-heavy modules only in the command that needs them
+    from .runs import RunSummary
 
 DEMO = {
     "backbone": "minilm-l6",
@@ -118,13 +121,11 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig(**values)
 
 
-def _print_result(summary: dict[str, Any]) -> None:
-    metric = summary.get("metric")
-    best = (summary.get("best_metrics") or {}).get(metric)
-    print(f"\nrun: {summary['run_dir']}  status: {summary['status']}")
-    print(f"method: {summary['method']}")
-    if best is not None:
-        print(f"best {metric}: {best:.4f}   wall time: {summary['wall_time_s']:.0f} s")
+def _print_result(summary: RunSummary) -> None:
+    print(f"\nrun: {summary.run_dir}  status: {summary.status}")
+    print(f"method: {summary.method}")
+    if summary.best is not None:
+        print(f"best {summary.metric}: {summary.best:.4f}   wall time: {summary.wall_time_s:.0f} s")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -135,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         summary = train(_train_config(args), resume=args.resume, overrides=_given_options(args))
     _print_result(summary)
-    return 0 if summary["status"] in ("completed", "stopped") else 1
+    return 0 if summary.status in ("completed", "stopped") else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from surmlab.app.plots import structure
 from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode
 from surmlab.app.watch import MetricsCache, progress
 from surmlab.cli import _train_config, build_parser
-from surmlab.runs import RunDir, list_runs
+from surmlab.runs import RunDir, RunSummary, list_runs
 from surmlab.train import TrainConfig
 
 TINY = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "1k"}
@@ -158,7 +158,7 @@ def test_jobs_queue_stop_reattach_and_failures(tmp_path):
     wait_for(lambda: (s := polled(first)).current and s.current.id == b.id and s.current.status == "running",
              what="A to finish and B to run")  # fmt: skip
     done_a = first.find(a.id)
-    assert done_a.status == "completed" and RunDir(done_a.run_dir).summary()["status"] == "completed"
+    assert done_a.status == "completed" and RunDir(done_a.run_dir).summary().status == "completed"
     assert Path(done_a.run_dir).name.endswith(a.id)
 
     with pytest.raises(RuntimeError, match="already manages"):
@@ -189,12 +189,12 @@ def test_a_killed_job_is_marked_failed_and_the_next_one_starts(tmp_path):
     victim = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
     queued = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
     run = wait_for(lambda: (jobs.poll(), jobs.snapshot().current.run_dir)[1], what="the run folder")
-    wait_for(lambda: RunDir(run).summary().get("status") == "running", what="training to start")
+    wait_for(lambda: RunDir(run).summary().status == "running", what="training to start")
     os.kill(jobs.snapshot().current.pid, signal.SIGKILL)  # what the kernel's OOM killer does
     wait_for(lambda: (jobs.poll(), jobs.find(victim.id).status == "failed")[1], what="the kill to be noticed")
     reason = jobs.find(victim.id).reason
     assert "SIGKILL" in reason and "out of memory" in reason
-    assert RunDir(run).summary()["status"] == "failed" and RunDir(run).summary()["reason"] == reason
+    assert RunDir(run).summary().status == "failed" and RunDir(run).summary().reason == reason
     assert jobs.snapshot().current.id == queued.id  # the queue moved on
     jobs.stop()
     os.kill(jobs.snapshot().current.pid, signal.SIGTERM)  # no need to wait for it to reach its first step
@@ -265,7 +265,7 @@ def test_metrics_cache_reads_only_appended_lines(tmp_path):
         f.write('ss": 0.5}\n{"step": 2, "epoch": 1, "eval_accuracy": 0.75}\n')
     rows = cache.rows(tmp_path)
     assert [r.get("loss") for r in rows] == [1.0, 0.5, None]
-    p = progress({"status": "running", "total_steps": 8, "metric": "accuracy"}, rows)
+    p = progress(RunSummary(status="running", total_steps=8, metric="accuracy"), rows)
     assert (p.step, p.loss, p.metric_value, p.fraction) == (2, 0.5, 0.75, 0.25)
     path.write_text('{"step": 9, "loss": 2.0}\n')  # replaced: read from the start again
     assert [r["step"] for r in cache.rows(tmp_path)] == [9]
@@ -324,7 +324,7 @@ def test_glue_tasks_offered_offline_train_from_the_app(tmp_path):
     done = jobs.find(job.id)
     assert done.status == "completed", done.reason
     summary = RunDir(done.run_dir).summary()
-    assert "GLUE TSV files" in summary["task_description"] and summary["train_examples"] == 64
+    assert "GLUE TSV files" in summary.task_description and summary.train_examples == 64
 
 
 FORM_SMALL = {**TINY, "max_train": 16, "max_eval": 8, "max_length": 16, "batch_size": 8}

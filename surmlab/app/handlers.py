@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from ..methods import method_info
-from ..runs import list_runs
+from ..runs import RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
 from .jobs import JobManager, JobRecord
@@ -288,7 +288,7 @@ class Lab:
         if job is None:
             none = plots.empty("Training loss", "start a run"), plots.empty("Eval metric", "start a run")
             return status_html("idle", "No run yet: choose a setup and press Start.", None, None), *none
-        summary = read_summary(job.run_dir) if job.run_dir else {}
+        summary = read_summary(job.run_dir) if job.run_dir else RunSummary()
         rows = self.metrics.rows(job.run_dir) if job.run_dir else []
         p = progress(summary, rows)
         loss, metric = plots.live(rows, p.metric, job.label())
@@ -318,8 +318,7 @@ class Lab:
             if path is None:
                 continue
             summary = read_summary(path)
-            method = (summary.get("config") or {}).get("method")
-            chosen.append((name, method, self.metrics.rows(path), summary.get("metric")))
+            chosen.append((name, summary.method_name, self.metrics.rows(path), summary.metric))
         return plots.compare(chosen)
 
     def _run_path(self, name: str | None) -> Path | None:
@@ -336,7 +335,7 @@ class Lab:
             return None, "Choose a run."
         adapter = path / "adapter"
         if not adapter.is_dir() or not any(adapter.iterdir()):
-            status = read_summary(path).get("status", "unknown")
+            status = read_summary(path).status or "unknown"
             return None, f"{name} has no saved adapter (status: {status})."
         archive = shutil.make_archive(str(self.downloads / f"{name}-adapter"), "zip", root_dir=adapter)
         files = ", ".join(sorted(p.name for p in adapter.iterdir()))
@@ -371,7 +370,7 @@ COLOURS = {
 }
 
 
-def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: dict | None = None) -> str:
+def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: RunSummary | None = None) -> str:
     """The live status block: status, progress bar, step, elapsed and remaining time, outcome."""
     colour = COLOURS.get(status, "#6b7280")
     esc = html.escape
