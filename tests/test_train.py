@@ -21,7 +21,7 @@ from surmlab.cli import main as cli
 from surmlab.data import load_task, majority_baseline
 from surmlab.predict import predict
 from surmlab.runs import RunDir, list_runs
-from surmlab.train import TrainConfig, TrainingFailed, TrainState, train
+from surmlab.train import TrainConfig, TrainingFailed, TrainState, make_schedule, train
 
 GLUE = Path(__file__).resolve().parents[1] / "data" / "glue"
 REPO = Path(__file__).resolve().parents[1]
@@ -440,3 +440,18 @@ def test_train_state_reads_an_older_checkpoint_and_round_trips():
     assert state.step == 8 and state.epoch == 1 and state.metrics_lines is None and state.first_loss is None
     assert TrainState.from_dict(state.to_dict()) == state
     assert TrainState.from_dict(TrainState().to_dict()).metrics_lines == 0
+
+
+@pytest.mark.parametrize(("schedule", "last"), [("cosine", 0.0003), ("linear", 1 / 90), ("constant", 1.0)])
+def test_schedules_warm_up_linearly_then_take_their_shape(schedule, last):
+    """transformers' schedules: 10 warm-up steps from 0 to the peak, then cosine, linear or constant."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_schedule(optimizer, small(schedule=schedule, warmup_ratio=0.1), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:11] == pytest.approx([i / 10 for i in range(11)])
+    assert lrs[55] == pytest.approx(1.0 if schedule == "constant" else 0.5)
+    assert lrs[-1] == pytest.approx(last, abs=1e-4)
