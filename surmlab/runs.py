@@ -141,20 +141,20 @@ class RunSummary:
     # The training options the run table shows (``config`` is the saved TrainConfig).
     @property
     def backbone(self) -> str | None:
-        return self.config.get("backbone")
+        return (self.config or {}).get("backbone")
 
     @property
     def task(self) -> str | None:
-        return self.config.get("task")
+        return (self.config or {}).get("task")
 
     @property
     def method_name(self) -> str | None:
         """The method's registry name (``method`` is its description)."""
-        return self.config.get("method")
+        return (self.config or {}).get("method")
 
     @property
     def mode(self) -> str | None:
-        return self.config.get("mode")
+        return (self.config or {}).get("mode")
 
 
 @dataclass
