@@ -408,8 +408,6 @@ def list_runs(root: str | Path = "runs") -> pd.DataFrame:
 
 
 # -- weights and checkpoints ------------------------------------------------------------------------------
-# accelerate's ``save_state`` would do all this in one call, but it pickles the RNG and sampler state,
-# and unpickling a run folder someone sent could run their code; so each piece is written as data.
 
 WEIGHTS_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -450,7 +448,10 @@ def save_checkpoint(
     loop_state: dict[str, Any],
 ) -> None:
     """Everything a resume needs into ``folder``: weights, optimiser, schedule, RNG, and ``loop_state``
-    (JSON) with the Python and NumPy RNG scalars added under ``"rng"``."""
+    (JSON) with the Python and NumPy RNG scalars added under ``"rng"``.
+
+    Not accelerate's ``save_state``: it pickles the RNG and sampler state, and unpickling a run folder
+    someone sent could run their code, so each piece is written here as data."""
     save_weights(model, folder)
     torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
     torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
