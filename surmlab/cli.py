@@ -17,6 +17,7 @@ from .app import add_arguments as add_app_arguments  # cheap: gradio loads only 
 from .data import USER_FORMS, list_tasks
 from .methods import METHODS, prepare
 from .models import list_backbones, load_backbone
+from .runs import RunSummary
 from .study.cli import add_study_arguments, cmd_study
 from .train import TrainingFailed, train
 from .train_config import TrainConfig
@@ -158,13 +159,11 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return replace(TrainConfig.load(config_file), **given) if config_file else TrainConfig(**given)
 
 
-def _print_result(summary: dict[str, Any]) -> None:
-    metric = summary.get("metric")
-    best = (summary.get("best_metrics") or {}).get(metric)
-    print(f"\nrun: {summary['run_dir']}  status: {summary['status']}")
-    print(f"method: {summary['method']}")
-    if best is not None:
-        print(f"best {metric}: {best:.4f}   wall time: {summary['wall_time_s']:.0f} s")
+def _print_result(summary: RunSummary) -> None:
+    print(f"\nrun: {summary.run_dir}  status: {summary.status}")
+    print(f"method: {summary.method}")
+    if summary.best is not None:
+        print(f"best {summary.metric}: {summary.best:.4f}   wall time: {summary.wall_time_s:.0f} s")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -176,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in _given_options(args).items() if k != "runs_dir"}  # moot when resuming
         summary = train(_train_config(args), resume=args.resume, overrides=overrides)
     _print_result(summary)
-    return 0 if summary["status"] in ("completed", "stopped") else 1
+    return 0 if summary.status in ("completed", "stopped") else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

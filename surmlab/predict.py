@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
+from PIL import Image
 
 from .data import Task, make_collate
 from .methods import Prepared
 from .models import Backbone
-from .runs import RunDir
-from .train import TrainConfig, build_backbone, build_method, load_weights
+from .runs import RunConfig, RunDir, load_weights
+from .train import TrainConfig, build_backbone, build_method
 
 
-def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepared, dict[str, Any]]:
+def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepared, RunConfig]:
     """The run's model with its trained weights (``best``: the best-evaluated checkpoint)."""
     run = RunDir(run_dir)
     if not run.config_file.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     saved = run.config()
-    config = TrainConfig.from_dict(saved["train"])
+    config = TrainConfig.from_dict(saved.train)
     weights = run.best_dir if best else run.adapter_dir
     if not (weights / "trainable.safetensors").exists():
         raise FileNotFoundError(f"{weights} holds no weights (did the run save any before it ended?)")
-    backbone = build_backbone(config, saved["task"]["num_labels"])
+    backbone = build_backbone(config, saved.task.num_labels)
     prepared = build_method(config, backbone)
     load_weights(prepared.model, weights)
     prepared.model.eval()
@@ -36,15 +36,13 @@ def predict(run_dir: str | Path, inputs: list[str], best: bool = False) -> list[
     """``(input, label, score)`` per input: texts for text backbones, image paths for image ones.
     Score is the softmax probability of the label (the predicted value for regression)."""
     backbone, prepared, saved = load_run(run_dir, best)
-    info = saved["task"]
-    task = Task(info["name"], backbone.modality, info["num_labels"], "", None, None, info["label_names"], "")
+    info = saved.task
+    task = Task(info.name, backbone.modality, info.num_labels, "", None, None, info.label_names, "")
     if backbone.modality == "image":
-        from PIL import Image
-
         rows = [{"image": Image.open(path), "label": 0} for path in inputs]
     else:
         rows = [{"text": text, "label": 0} for text in inputs]
-    batch = make_collate(task, backbone, TrainConfig.from_dict(saved["train"]).max_length)(rows)
+    batch = make_collate(task, backbone, TrainConfig.from_dict(saved.train).max_length)(rows)
     batch.pop("labels")
     logits = prepared.model(**batch).float()
     if task.num_labels == 1:

@@ -1,28 +1,191 @@
 """Run directories: ``config.json``, ``metrics.jsonl``, ``summary.json`` and saved weights.
 
 Every file but the append-only metrics log is written atomically (temp file + rename), so a crash
-never leaves a half-written JSON behind. ``list_runs`` turns a folder of runs into a DataFrame.
+never leaves a half-written JSON behind. ``summary.json`` is read and written as a ``RunSummary``,
+``config.json`` as a ``RunConfig``; ``list_runs`` turns a folder of runs into a DataFrame.
+
+Weights and checkpoints hold no pickles, so that opening a run folder someone sent cannot run code:
+tensors go to safetensors files, optimiser and schedule state is read with
+``torch.load(weights_only=True)``, loop state and RNG scalars are JSON.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import socket
 import time
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .fileio import atomic_write, read_json, write_json
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
 
-__all__ = ["RunDir", "atomic_write", "list_runs", "pid_alive", "read_json", "write_json"]
+from .fileio import atomic_write, read_json, write_json
+from .tuner import read_safetensors, save_adapter, surm_layers
+
+__all__ = [
+    "RunConfig",
+    "RunDir",
+    "RunSummary",
+    "SavedRng",
+    "TaskInfo",
+    "atomic_write",
+    "list_runs",
+    "load_checkpoint",
+    "load_weights",
+    "pid_alive",
+    "read_json",
+    "save_checkpoint",
+    "save_weights",
+    "trainable_state",
+    "write_json",
+]
 
 STATUSES = ("running", "completed", "stopped", "failed")
+FINISHED = ("completed", "stopped", "failed")  # a trainer recorded an outcome
 # A "running" run whose trainer is gone: its process ended on this machine, or (another machine) its
 # heartbeat is older than this. ``list_runs`` shows it as "interrupted"; ``--resume`` continues it.
 HEARTBEAT_STALE_S = 600.0
+
+
+# -- records ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSummary:
+    """Everything ``summary.json`` holds: what the run is, where it stands and how it ended.
+
+    ``from_dict`` reads files of any age: a missing key takes its default, and a key this version does
+    not know is kept in ``extra`` and written back unchanged. ``run_dir`` is where the summary was
+    read from (or the run ``train`` just made); it is not stored in the file.
+    """
+
+    status: str | None = None  # one of STATUSES; None before a trainer wrote one
+    reason: str | None = None  # why a run failed or stopped
+    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig, as saved
+    metric: str | None = None  # the task's main metric, the key of best/final_metrics
+    method: str | None = None  # the method as described to people, e.g. "surm-circulant (lora, ...)"
+    targets: str | None = None  # the rows the method adapts, e.g. "blocks.*.attn.qkv[q,v] (x12)"
+    hyper: dict[str, Any] | None = None
+    trainable_params: int | None = None
+    method_params: int | None = None  # the method's own parameters (the budget), head excluded
+    head_params: int | None = None
+    total_params: int | None = None
+    backbone_pretrained: bool | None = None
+    backbone_source: str | None = None
+    task_description: str | None = None
+    train_examples: int | None = None
+    eval_examples: int | None = None
+    world_size: int | None = None
+    device: str | None = None
+    device_name: str | None = None
+    versions: dict[str, str] | None = None
+    git_commit: str | None = None
+    total_steps: int | None = None
+    step: int | None = None
+    final_metrics: dict[str, float] | None = None
+    best_metrics: dict[str, float] | None = None
+    wall_time_s: float | None = None
+    peak_memory_mb: float | None = None
+    param_checksums: list[float] | None = None  # one per process: equal iff gradients were synchronised
+    pid: int | None = None  # the trainer's process, host and last sign of life
+    host: str | None = None
+    heartbeat: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # keys of a newer (or older) version
+    run_dir: str | None = field(default=None, compare=False)
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        """The keys of ``summary.json`` this version knows."""
+        return frozenset(f.name for f in fields(cls)) - {"extra", "run_dir"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: str | Path | None = None) -> RunSummary:
+        if not isinstance(data, dict):
+            raise ValueError(f"a run summary is a JSON object, not {type(data).__name__}")
+        known = cls.field_names()
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(
+            **{k: v for k, v in data.items() if k in known},
+            extra=extra,
+            run_dir=None if run_dir is None else str(run_dir),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``summary.json`` holds (``extra`` merged back in, ``run_dir`` left out)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("extra", "run_dir")}
+        return {**self.extra, **data}
+
+    @property
+    def finished(self) -> bool:
+        """Whether a trainer recorded an outcome (completed, stopped or failed)."""
+        return self.status in FINISHED
+
+    @property
+    def best(self) -> float | None:
+        """The best evaluation's value of the run's metric."""
+        return (self.best_metrics or {}).get(self.metric or "")
+
+    @property
+    def final(self) -> float | None:
+        """The last evaluation's value of the run's metric."""
+        return (self.final_metrics or {}).get(self.metric or "")
+
+    # The training options the run table shows (``config`` is the saved TrainConfig).
+    @property
+    def backbone(self) -> str | None:
+        return (self.config or {}).get("backbone")
+
+    @property
+    def task(self) -> str | None:
+        return (self.config or {}).get("task")
+
+    @property
+    def method_name(self) -> str | None:
+        """The method's registry name (``method`` is its description)."""
+        return (self.config or {}).get("method")
+
+    @property
+    def mode(self) -> str | None:
+        return (self.config or {}).get("mode")
+
+
+@dataclass
+class TaskInfo:
+    """What prediction needs to know about the task a run trained on."""
+
+    name: str
+    modality: str
+    num_labels: int
+    label_names: list[str] | None = None
+    metric: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """A run's ``config.json``: its training options (a saved ``TrainConfig``), its task, and the
+    layers its method changed (one row per layer, as ``Prepared.layers``)."""
+
+    train: dict[str, Any]
+    task: TaskInfo
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        return cls(train=data["train"], task=TaskInfo(**data["task"]), layers=data.get("layers") or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- run folders -------------------------------------------------------------------------------------
 
 
 def pid_alive(pid: int | None, token: str | None = None) -> bool:
@@ -103,11 +266,11 @@ class RunDir:
     def best_dir(self) -> Path:
         return self.path / "best"
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        write_json(self.config_file, config)
+    def write_config(self, config: RunConfig) -> None:
+        write_json(self.config_file, config.to_dict())
 
-    def config(self) -> dict[str, Any]:
-        return read_json(self.config_file)
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(read_json(self.config_file))
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one JSON line (a crash can lose at most the line being written)."""
@@ -133,33 +296,39 @@ class RunDir:
                 continue
         return rows
 
-    def summary(self) -> dict[str, Any]:
-        return read_json(self.summary_file) if self.summary_file.exists() else {}
+    def summary(self) -> RunSummary:
+        """The run's summary; an empty one (``status`` None) while none was written."""
+        data = read_json(self.summary_file) if self.summary_file.exists() else {}
+        return RunSummary.from_dict(data, run_dir=self.path)
 
-    def update_summary(self, **fields: Any) -> dict[str, Any]:
-        status = fields.get("status")
+    def update_summary(self, **changes: Any) -> RunSummary:
+        """Set the named ``RunSummary`` fields and write the summary; a name it lacks is an error."""
+        unknown = sorted(set(changes) - RunSummary.field_names())
+        if unknown:
+            raise ValueError(f"unknown summary fields {unknown}; known: {sorted(RunSummary.field_names())}")
+        status = changes.get("status")
         if status is not None and status not in STATUSES:
             raise ValueError(f"unknown run status {status!r}; known: {', '.join(STATUSES)}")
-        summary = {**self.summary(), **fields}
-        write_json(self.summary_file, summary)
+        summary = replace(self.summary(), **changes)
+        write_json(self.summary_file, summary.to_dict())
         return summary
 
     def request_stop(self) -> None:
         self.stop_file.touch()
 
     # -- liveness ------------------------------------------------------------------------------------
-    def mark_alive(self) -> dict[str, Any]:
+    def mark_alive(self) -> RunSummary:
         """Record this process as the run's trainer, with a fresh heartbeat."""
         return self.update_summary(pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
 
-    def trainer_alive(self, summary: dict[str, Any] | None = None) -> bool:
+    def trainer_alive(self, summary: RunSummary | None = None) -> bool:
         """Whether a "running" run still has a live trainer (see ``HEARTBEAT_STALE_S``)."""
         summary = self.summary() if summary is None else summary
-        if summary.get("status") != "running":
+        if summary.status != "running":
             return False
-        if summary.get("host") == socket.gethostname():
-            return pid_alive(summary.get("pid"))
-        return time.time() - float(summary.get("heartbeat") or 0) < HEARTBEAT_STALE_S
+        if summary.host == socket.gethostname():
+            return pid_alive(summary.pid)
+        return time.time() - float(summary.heartbeat or 0) < HEARTBEAT_STALE_S
 
     # -- checkpoints -----------------------------------------------------------------------------------
     # checkpoint/step-<N>/ holds one complete checkpoint; checkpoint/latest.json names the newest. A
@@ -198,41 +367,145 @@ class RunDir:
         return root if (root / "state.json").exists() else None
 
 
-def list_runs(root: str | Path = "runs"):
-    """All runs under ``root`` as a pandas DataFrame, newest first (one row per run)."""
-    import pandas as pd
+RUN_COLUMNS = [
+    "run", "status", "backbone", "task", "method", "mode", "targets", "trainable_params", "total_params",
+    "metric", "best", "final", "wall_time_s", "reason", "path",
+]  # fmt: skip
 
+
+def list_runs(root: str | Path = "runs") -> pd.DataFrame:
+    """All runs under ``root`` as a pandas DataFrame, newest first (one row per run)."""
     rows = []
     for summary_file in sorted(Path(root).glob("*/summary.json")):
+        run = RunDir(summary_file.parent)
         try:
-            s = read_json(summary_file)
-        except (OSError, json.JSONDecodeError):
+            s = run.summary()
+        except (OSError, ValueError, TypeError):  # unreadable, not JSON, or not a summary
             continue
-        cfg = s.get("config", {})
-        status, reason = s.get("status"), s.get("reason")
-        if status == "running" and not RunDir(summary_file.parent).trainer_alive(s):
+        status, reason = s.status, s.reason
+        if status == "running" and not run.trainer_alive(s):
             status, reason = "interrupted", "the trainer ended without recording an outcome; --resume continues it"
         rows.append(
             {
-                "run": summary_file.parent.name,
+                "run": run.path.name,
                 "status": status,
-                "backbone": cfg.get("backbone"),
-                "task": cfg.get("task"),
-                "method": cfg.get("method"),
-                "mode": cfg.get("mode"),
-                "targets": s.get("targets"),
-                "trainable_params": s.get("trainable_params"),
-                "total_params": s.get("total_params"),
-                "metric": s.get("metric"),
-                "best": (s.get("best_metrics") or {}).get(s.get("metric") or ""),
-                "final": (s.get("final_metrics") or {}).get(s.get("metric") or ""),
-                "wall_time_s": s.get("wall_time_s"),
+                "backbone": s.backbone,
+                "task": s.task,
+                "method": s.method_name,
+                "mode": s.mode,
+                "targets": s.targets,
+                "trainable_params": s.trainable_params,
+                "total_params": s.total_params,
+                "metric": s.metric,
+                "best": s.best,
+                "final": s.final,
+                "wall_time_s": s.wall_time_s,
                 "reason": reason,
-                "path": str(summary_file.parent),
+                "path": str(run.path),
             }
         )
-    columns = [
-        "run", "status", "backbone", "task", "method", "mode", "targets", "trainable_params", "total_params",
-        "metric", "best", "final", "wall_time_s", "reason", "path",
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).iloc[::-1].reset_index(drop=True)
+
+
+# -- weights and checkpoints ------------------------------------------------------------------------------
+
+WEIGHTS_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+STATE_FILE = "state.json"
+RNG_FILE = "rng.safetensors"
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_weights(model: torch.nn.Module, folder: Path) -> None:
+    """Trainable tensors (any method) and, for SURM, the portable adapter files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = trainable_state(model)
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+    if surm_layers(model):
+        save_adapter(model, folder)
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> None:
+    state = read_safetensors(folder / WEIGHTS_FILE)
+    params = dict(model.named_parameters())
+    missing = [k for k in state if k not in params]
+    if missing:
+        raise ValueError(f"saved weights {missing[:3]} do not exist in the rebuilt model")
+    with torch.no_grad():
+        for k, v in state.items():
+            params[k].copy_(v)
+
+
+def save_checkpoint(
+    folder: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    loop_state: dict[str, Any],
+) -> None:
+    """Everything a resume needs into ``folder``: weights, optimiser, schedule, RNG, and ``loop_state``
+    (JSON) with the Python and NumPy RNG scalars added under ``"rng"``.
+
+    Not accelerate's ``save_state``: it pickles the RNG and sampler state, and unpickling a run folder
+    someone sent could run their code, so each piece is written here as data."""
+    save_weights(model, folder)
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+    torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
+    write_json(folder / STATE_FILE, {**loop_state, "rng": write_rng_state(folder)})
+
+
+def load_checkpoint(
+    folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[dict[str, Any], SavedRng | None]:
+    """Load what ``save_checkpoint`` wrote; returns the loop state and the saved RNG (None if the
+    checkpoint has none), which the caller restores when its data iterator exists."""
+    load_weights(model, folder)
+    # weights_only: a crafted run folder must not run code (tensors and plain values only)
+    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+    loop_state = read_json(folder / STATE_FILE)
+    rng = SavedRng.read(folder, loop_state.get("rng") or {}) if (folder / RNG_FILE).exists() else None
+    return loop_state, rng
+
+
+def write_rng_state(folder: Path) -> dict[str, Any]:
+    """torch's (CPU and CUDA) generators as tensors into ``RNG_FILE``; returns Python's and NumPy's
+    scalars (JSON) for the loop state."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, t in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda{i}"] = t
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
+    atomic_write(folder / RNG_FILE, lambda tmp: save_file(tensors, tmp))
+    return {"python": random.getstate(), "numpy": [kind, int(pos), int(has_gauss), float(gauss)]}
+
+
+@dataclass
+class SavedRng:
+    """The random-number state of a checkpoint: torch's tensors, Python's and NumPy's scalars."""
+
+    tensors: dict[str, torch.Tensor]
+    python: list[Any] | None = None
+    numpy: list[Any] | None = None
+
+    @classmethod
+    def read(cls, folder: Path, scalars: dict[str, Any]) -> SavedRng:
+        return cls(read_safetensors(folder / RNG_FILE), scalars.get("python"), scalars.get("numpy"))
+
+    def restore(self) -> None:
+        tensors = self.tensors
+        torch.set_rng_state(tensors["torch"])
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        if self.python is not None:
+            version, internal, gauss = self.python
+            random.setstate((version, tuple(internal), gauss))
+        if self.numpy is not None:
+            kind, pos, has_gauss, gauss = self.numpy
+            np.random.set_state((kind, tensors["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss, gauss))

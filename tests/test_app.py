@@ -16,9 +16,10 @@ import pytest
 from surmlab.app import _is_loopback, parse_auth
 from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
-from surmlab.app.readout import BudgetReadout, parse_targets
+from surmlab.app.plots import structure
+from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode
 from surmlab.app.watch import MetricsCache, progress
-from surmlab.runs import RunDir, list_runs
+from surmlab.runs import RunDir, RunSummary, list_runs
 from surmlab.train import TrainConfig
 
 TINY = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "1k"}
@@ -112,6 +113,16 @@ def test_form_to_config_follows_the_method():
     assert log_every(64, 16, 1) == 1 and log_every(None, 32, 1) == 10 and log_every(100_000, 32, 3) == 10
 
 
+def test_the_method_registry_says_which_methods_take_a_mode():
+    """SURM methods (from the registry, not their names) take lora/adapter; others, unknown names and a
+    run table's empty cells do not."""
+    assert takes_mode("surm-circulant") and takes_mode("surm-lowrank")
+    assert not any(takes_mode(m) for m in ("lora", "adapter", "c3a", "surm-nothing", None, float("nan")))
+    assert Form(**{**TINY, "mode": "adapter"}).mode_value() == "adapter"
+    assert Form(**{**TINY, "method": "lora", "budget": "1k", "mode": "adapter"}).mode_value() == "lora"
+    assert structure("surm-toeplitz", "adapter") == "surm-toeplitz (adapter)" and structure("lora", "adapter") == "lora"
+
+
 # -- the job manager, with real training processes ------------------------------------------------------
 
 
@@ -135,7 +146,7 @@ def test_jobs_queue_stop_reattach_and_failures(tmp_path):
     wait_for(lambda: (s := polled(first)).current and s.current.id == b.id and s.current.status == "running",
              what="A to finish and B to run")  # fmt: skip
     done_a = first.find(a.id)
-    assert done_a.status == "completed" and RunDir(done_a.run_dir).summary()["status"] == "completed"
+    assert done_a.status == "completed" and RunDir(done_a.run_dir).summary().status == "completed"
     assert Path(done_a.run_dir).name.endswith(a.id)
 
     with pytest.raises(RuntimeError, match="already manages"):
@@ -166,12 +177,12 @@ def test_a_killed_job_is_marked_failed_and_the_next_one_starts(tmp_path):
     victim = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
     queued = jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
     run = wait_for(lambda: (jobs.poll(), jobs.snapshot().current.run_dir)[1], what="the run folder")
-    wait_for(lambda: RunDir(run).summary().get("status") == "running", what="training to start")
+    wait_for(lambda: RunDir(run).summary().status == "running", what="training to start")
     os.kill(jobs.snapshot().current.pid, signal.SIGKILL)  # what the kernel's OOM killer does
     wait_for(lambda: (jobs.poll(), jobs.find(victim.id).status == "failed")[1], what="the kill to be noticed")
     reason = jobs.find(victim.id).reason
     assert "SIGKILL" in reason and "out of memory" in reason
-    assert RunDir(run).summary()["status"] == "failed" and RunDir(run).summary()["reason"] == reason
+    assert RunDir(run).summary().status == "failed" and RunDir(run).summary().reason == reason
     assert jobs.snapshot().current.id == queued.id  # the queue moved on
     jobs.stop()
     os.kill(jobs.snapshot().current.pid, signal.SIGTERM)  # no need to wait for it to reach its first step
@@ -242,7 +253,7 @@ def test_metrics_cache_reads_only_appended_lines(tmp_path):
         f.write('ss": 0.5}\n{"step": 2, "epoch": 1, "eval_accuracy": 0.75}\n')
     rows = cache.rows(tmp_path)
     assert [r.get("loss") for r in rows] == [1.0, 0.5, None]
-    p = progress({"status": "running", "total_steps": 8, "metric": "accuracy"}, rows)
+    p = progress(RunSummary(status="running", total_steps=8, metric="accuracy"), rows)
     assert (p.step, p.loss, p.metric_value, p.fraction) == (2, 0.5, 0.75, 0.25)
     path.write_text('{"step": 9, "loss": 2.0}\n')  # replaced: read from the start again
     assert [r["step"] for r in cache.rows(tmp_path)] == [9]
@@ -301,7 +312,7 @@ def test_glue_tasks_offered_offline_train_from_the_app(tmp_path):
     done = jobs.find(job.id)
     assert done.status == "completed", done.reason
     summary = RunDir(done.run_dir).summary()
-    assert "GLUE TSV files" in summary["task_description"] and summary["train_examples"] == 64
+    assert "GLUE TSV files" in summary.task_description and summary.train_examples == 64
 
 
 FORM_SMALL = {**TINY, "max_train": 16, "max_eval": 8, "max_length": 16, "batch_size": 8}

@@ -37,7 +37,7 @@ def test_summary_rejects_unknown_status(tmp_path):
     run.update_summary(status="running")
     with pytest.raises(ValueError, match="unknown run status 'done'; known: running, completed, stopped, failed"):
         run.update_summary(status="done")
-    assert run.summary()["status"] == "running"
+    assert run.summary().status == "running"
 
 
 def test_list_runs_builds_one_row_per_run(tmp_path):
@@ -59,3 +59,25 @@ def test_list_runs_builds_one_row_per_run(tmp_path):
     assert row["status"] == "completed" and row["best"] == 0.8 and row["trainable_params"] == 1000
     assert table.set_index("run").loc["run1"]["reason"] == "loss became nan at step 3"
     assert list_runs(tmp_path / "missing").empty
+
+
+def test_summary_is_a_typed_record_that_reads_older_and_newer_files(tmp_path):
+    run = RunDir.create(tmp_path, "x")
+    # an older file lacks most keys; a newer one has a key this version does not know
+    write_json(run.summary_file, {"status": "completed", "metric": "accuracy", "final_metrics": {"accuracy": 0.7},
+                                  "from_the_future": [1, 2]})  # fmt: skip
+    summary = run.summary()
+    assert summary.status == "completed" and summary.best is None and summary.final == 0.7
+    assert summary.trainable_params is None and summary.config == {} and summary.run_dir == str(run.path)
+    updated = run.update_summary(best_metrics={"accuracy": 0.8}, trainable_params=12)
+    assert updated.best == 0.8 and updated.final == 0.7 and updated.trainable_params == 12
+    saved = json.loads(run.summary_file.read_text())
+    assert saved["from_the_future"] == [1, 2] and "run_dir" not in saved and "extra" not in saved
+    with pytest.raises(ValueError, match=r"unknown summary fields \['best_params'\]"):
+        run.update_summary(best_params=3)
+    assert run.summary() == updated
+
+
+def test_an_empty_run_folder_has_an_empty_summary(tmp_path):
+    summary = RunDir(tmp_path).summary()
+    assert summary.status is None and not summary.finished and summary.best is None

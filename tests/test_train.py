@@ -21,7 +21,7 @@ from surmlab.cli import main as cli
 from surmlab.data import load_task, majority_baseline
 from surmlab.predict import predict
 from surmlab.runs import RunDir, list_runs
-from surmlab.train import TrainConfig, TrainingFailed, train
+from surmlab.train import TrainConfig, TrainingFailed, TrainState, make_schedule, train
 
 GLUE = Path(__file__).resolve().parents[1] / "data" / "glue"
 REPO = Path(__file__).resolve().parents[1]
@@ -52,12 +52,12 @@ def test_minilm_on_rotten_tomatoes_beats_the_majority_class(method, tmp_path):
     summary = train(TrainConfig(**RT, **RT_DATA, method=method, runs_dir=str(tmp_path)), progress=False)
     task = load_task("rotten-tomatoes", max_train=RT_DATA["max_train"], max_eval=RT_DATA["max_eval"])
     majority = majority_baseline(task)
-    accuracy = summary["final_metrics"]["accuracy"]
+    accuracy = summary.final_metrics["accuracy"]
     assert accuracy > majority + 0.12, f"{method}: accuracy {accuracy:.3f} vs majority {majority:.3f}"
     # the summary records what the issue asks for
-    assert summary["status"] == "completed" and summary["backbone_pretrained"] is True
-    assert summary["method_params"] <= 50_000 and summary["trainable_params"] == summary["method_params"] + 770
-    assert summary["total_params"] > 22_000_000
+    assert summary.status == "completed" and summary.backbone_pretrained is True
+    assert summary.method_params <= 50_000 and summary.trainable_params == summary.method_params + 770
+    assert summary.total_params > 22_000_000
     for key in (
         "wall_time_s",
         "peak_memory_mb",
@@ -67,9 +67,9 @@ def test_minilm_on_rotten_tomatoes_beats_the_majority_class(method, tmp_path):
         "best_metrics",
         "task_description",
     ):
-        assert key in summary, key
-    assert summary["versions"]["torch"] == metadata.version("torch")
-    run = RunDir(summary["run_dir"])
+        assert getattr(summary, key) is not None, key
+    assert summary.versions["torch"] == metadata.version("torch")
+    run = RunDir(summary.run_dir)
     assert json.loads(run.summary_file.read_text())["status"] == "completed"
     steps = [r for r in run.metrics() if "loss" in r]
     assert steps and all({"loss", "lr", "examples_per_s", "peak_memory_mb"} <= set(r) for r in steps)
@@ -128,8 +128,8 @@ def test_hub_image_task_on_a_saved_stand_in(tmp_path):
         ),
         progress=False,
     )
-    assert summary["status"] == "completed" and summary["eval_examples"] == 20
-    assert summary["metric"] == "accuracy" and 0 <= summary["final_metrics"]["accuracy"] <= 1
+    assert summary.status == "completed" and summary.eval_examples == 20
+    assert summary.metric == "accuracy" and 0 <= summary.final <= 1
 
 
 # -- two processes -------------------------------------------------------------------------------------------
@@ -171,13 +171,13 @@ def test_stop_file_then_resume_continues_from_the_saved_step(tmp_path):
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     stopped = run.summary()
-    assert stopped["status"] == "stopped" and stopped["reason"] == "stop requested"
-    assert 0 < stopped["step"] < 80
+    assert stopped.status == "stopped" and stopped.reason == "stop requested"
+    assert 0 < stopped.step < 80
     assert (run.adapter_dir / "adapter_model.safetensors").exists()  # a usable adapter was saved
     assert run.stop_file.exists()  # resuming removes it: the stop was asked of the earlier trainer
 
     summary = train(TrainConfig(), resume=run.path, progress=False)
-    assert summary["status"] == "completed" and summary["step"] == 80
+    assert summary.status == "completed" and summary.step == 80
     steps = [r["step"] for r in run.metrics() if "loss" in r]
     assert steps == list(range(1, 81)), steps  # continued from the saved step, nothing repeated
     assert len(list(tmp_path.iterdir())) == 1
@@ -195,7 +195,7 @@ class Payload:
 
 def test_resume_never_unpickles_code_from_a_run_folder(tmp_path):
     summary = train(small(runs_dir=str(tmp_path / "runs"), max_steps=2), progress=False)
-    run = RunDir(summary["run_dir"])
+    run = RunDir(summary.run_dir)
     marker = tmp_path / "code-ran"
     torch.save({"state": Payload(marker)}, run.latest_checkpoint() / "optimizer.pt")
     with pytest.raises(Exception, match="Weights only load failed"):
@@ -241,7 +241,7 @@ def test_kill_9_then_resume_logs_what_the_uninterrupted_run_logs(tmp_path):
     proc.kill()
     proc.wait()
     (run,) = (RunDir(p) for p in (tmp_path / "b").iterdir())
-    assert run.summary()["status"] == "running"  # the kill left no outcome...
+    assert run.summary().status == "running"  # the kill left no outcome...
     row = list_runs(tmp_path / "b").iloc[0]
     assert row["status"] == "interrupted" and "--resume" in row["reason"]  # ...and the table says why
     checkpoint = run.latest_checkpoint()
@@ -252,9 +252,9 @@ def test_kill_9_then_resume_logs_what_the_uninterrupted_run_logs(tmp_path):
                              env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = run.summary()
-    assert summary["status"] == "completed" and summary["step"] == 120
+    assert summary.status == "completed" and summary.step == 120
     assert logged(run) == logged(uninterrupted)
-    assert summary["final_metrics"] == uninterrupted.summary()["final_metrics"]
+    assert summary.final_metrics == uninterrupted.summary().final_metrics
 
 
 def read_step(checkpoint: Path) -> int:
@@ -263,14 +263,14 @@ def read_step(checkpoint: Path) -> int:
 
 def test_resume_options_apply_or_are_refused_by_name(tmp_path, capsys):
     summary = train(small(runs_dir=str(tmp_path), max_steps=4, log_every=1), progress=False)
-    run = RunDir(summary["run_dir"])
+    run = RunDir(summary.run_dir)
     longer = train(TrainConfig(), resume=run.path, progress=False, overrides={"max_steps": 8})
-    assert longer["step"] == 8 and [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, 9))
-    assert run.config()["train"]["max_steps"] == 8
+    assert longer.step == 8 and [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, 9))
+    assert run.config().train["max_steps"] == 8
     assert cli(["train", "--resume", str(run.path), "--lr", "0.01"]) == 2
     assert "cannot change lr when resuming" in capsys.readouterr().err
     assert cli(["train", "--resume", str(run.path), "--max-steps", "10", "--epochs", "2"]) == 0  # 8 per epoch
-    assert RunDir(run.path).summary()["step"] == 10
+    assert RunDir(run.path).summary().step == 10
     run.update_summary(status="running", pid=os.getpid())  # as if this process were training it
     run.mark_alive()
     with pytest.raises(ValueError, match=r"is being trained by process \d+; stop it before resuming"):
@@ -301,7 +301,7 @@ def test_nan_loss_marks_the_run_failed(tmp_path):
         train(small(method="full", budget=None, lr=1e30, max_steps=5, runs_dir=str(tmp_path)), progress=False)
     (run_path,) = tmp_path.iterdir()
     summary = RunDir(run_path).summary()
-    assert summary["status"] == "failed" and summary["reason"] == str(info.value)
+    assert summary.status == "failed" and summary.reason == str(info.value)
     assert list_runs(tmp_path).loc[0, "status"] == "failed"
 
 
@@ -310,7 +310,7 @@ def test_an_exploding_loss_is_a_failed_run_not_a_result(tmp_path):
     with pytest.raises(TrainingFailed, match=r"loss diverged: \S+ at step \d+, over 100x the first step's"):
         train(config, progress=False)
     (run_path,) = tmp_path.iterdir()
-    assert RunDir(run_path).summary()["status"] == "failed"
+    assert RunDir(run_path).summary().status == "failed"
 
 
 @pytest.mark.parametrize(
@@ -379,7 +379,7 @@ def test_predict_uses_the_trained_weights(tmp_path):
 
     summary = train(small(runs_dir=str(tmp_path), max_steps=6, lr=0.05, head_lr=0.05), progress=False)
     texts = ["a fine film", "a dull film"]
-    out = predict(summary["run_dir"], texts)
+    out = predict(summary.run_dir, texts)
     assert [item for item, _, _ in out] == texts
     assert all(label in ("fresh", "rotten") and 0.5 <= score <= 1 for _, label, score in out)
 
@@ -393,7 +393,7 @@ def test_predict_uses_the_trained_weights(tmp_path):
     torch.manual_seed(0)  # tiny-bert is random: the run's seed rebuilds its frozen weights
     backbone = load_backbone("tiny-bert", 2)
     untrained = probabilities(backbone.model, backbone)
-    trained = probabilities(load_adapter(backbone.model, RunDir(summary["run_dir"]).adapter_dir), backbone)
+    trained = probabilities(load_adapter(backbone.model, RunDir(summary.run_dir).adapter_dir), backbone)
     scores = torch.tensor([score for _, _, score in out])
     torch.testing.assert_close(scores, trained.max(-1).values, rtol=1e-5, atol=1e-6)
     assert (scores - untrained.max(-1).values).abs().max() > 1e-3
@@ -429,4 +429,29 @@ def test_a_corrupt_image_fails_the_run_naming_the_file(tmp_path):
         train(config, progress=False)
     (run_path,) = (tmp_path / "runs").iterdir()
     summary = RunDir(run_path).summary()
-    assert summary["status"] == "failed" and "broken.jpg" in summary["reason"]
+    assert summary.status == "failed" and "broken.jpg" in summary.reason
+
+
+def test_train_state_reads_an_older_checkpoint_and_round_trips():
+    """A checkpoint written before ``metrics_lines`` and ``first_loss`` existed, with its RNG scalars
+    beside the loop state, still resumes: missing keys take defaults; metrics are then left as they are."""
+    old = {"step": 8, "epoch": 1, "best": 0.5, "best_metrics": {"accuracy": 0.5}, "history": [], "rng": {}}
+    state = TrainState.from_dict(old)
+    assert state.step == 8 and state.epoch == 1 and state.metrics_lines is None and state.first_loss is None
+    assert TrainState.from_dict(state.to_dict()) == state
+    assert TrainState.from_dict(TrainState().to_dict()).metrics_lines == 0
+
+
+@pytest.mark.parametrize(("schedule", "last"), [("cosine", 0.0003), ("linear", 1 / 90), ("constant", 1.0)])
+def test_schedules_warm_up_linearly_then_take_their_shape(schedule, last):
+    """transformers' schedules: 10 warm-up steps from 0 to the peak, then cosine, linear or constant."""
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = make_schedule(optimizer, small(schedule=schedule, warmup_ratio=0.1), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:11] == pytest.approx([i / 10 for i in range(11)])
+    assert lrs[55] == pytest.approx(1.0 if schedule == "constant" else 0.5)
+    assert lrs[-1] == pytest.approx(last, abs=1e-4)

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from ..runs import list_runs
+from ..methods import method_info
+from ..runs import RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
 from .jobs import JobManager, JobRecord
-from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets
+from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets, takes_mode
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
 
 log = logging.getLogger(__name__)
@@ -46,8 +48,6 @@ TABLE_COLUMNS = [
 
 def device_label() -> str:
     """The accelerator training will use, in words."""
-    import torch
-
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         return "GPU: " + ", ".join(names)
@@ -96,13 +96,11 @@ class Form:
     name: str | None = None
 
     def budget_value(self) -> str | None:
-        from ..methods import method_info
-
         text = (self.budget or "").strip()
         return text if text and method_info(self.method).budgeted else None
 
     def mode_value(self) -> str:
-        return self.mode if self.method.startswith("surm-") else "lora"
+        return self.mode if takes_mode(self.method) else "lora"
 
     def targets_value(self, preset: list[str] | None) -> list[str] | None:
         if self.method in NO_TARGETS:
@@ -112,8 +110,6 @@ class Form:
 
     def to_config(self, runs_dir: str | Path, preset: list[str] | None = None) -> TrainConfig:
         """The run's TrainConfig; raises ValueError with a readable message on bad input."""
-        from ..methods import method_info
-
         method_info(self.method)
         if not (self.backbone or "").strip():
             raise ValueError("choose a backbone")
@@ -292,7 +288,7 @@ class Lab:
         if job is None:
             none = plots.empty("Training loss", "start a run"), plots.empty("Eval metric", "start a run")
             return status_html("idle", "No run yet: choose a setup and press Start.", None, None), *none
-        summary = read_summary(job.run_dir) if job.run_dir else {}
+        summary = read_summary(job.run_dir) if job.run_dir else RunSummary()
         rows = self.metrics.rows(job.run_dir) if job.run_dir else []
         p = progress(summary, rows)
         loss, metric = plots.live(rows, p.metric, job.label())
@@ -322,8 +318,7 @@ class Lab:
             if path is None:
                 continue
             summary = read_summary(path)
-            method = (summary.get("config") or {}).get("method")
-            chosen.append((name, method, self.metrics.rows(path), summary.get("metric")))
+            chosen.append((name, summary.method_name, self.metrics.rows(path), summary.metric))
         return plots.compare(chosen)
 
     def _run_path(self, name: str | None) -> Path | None:
@@ -340,7 +335,7 @@ class Lab:
             return None, "Choose a run."
         adapter = path / "adapter"
         if not adapter.is_dir() or not any(adapter.iterdir()):
-            status = read_summary(path).get("status", "unknown")
+            status = read_summary(path).status or "unknown"
             return None, f"{name} has no saved adapter (status: {status})."
         archive = shutil.make_archive(str(self.downloads / f"{name}-adapter"), "zip", root_dir=adapter)
         files = ", ".join(sorted(p.name for p in adapter.iterdir()))
@@ -375,7 +370,7 @@ COLOURS = {
 }
 
 
-def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: dict | None = None) -> str:
+def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: RunSummary | None = None) -> str:
     """The live status block: status, progress bar, step, elapsed and remaining time, outcome."""
     colour = COLOURS.get(status, "#6b7280")
     esc = html.escape

@@ -36,7 +36,7 @@ except ImportError:  # Windows: no advisory lock, one app per runs folder is the
     fcntl = None
 
 from ..fileio import read_json, write_json
-from ..runs import RunDir, pid_alive, slug
+from ..runs import RunDir, RunSummary, pid_alive, slug
 from ..train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -323,20 +323,20 @@ class JobManager:
             found = self._find_run_dir(job)
             job.run_dir = str(found) if found else None
         run = RunDir(job.run_dir) if job.run_dir else None
-        summary = {}
+        summary, recorded = RunSummary(), False  # recorded: the run has a readable summary
         if run is not None:
-            with contextlib.suppress(OSError, ValueError):
-                summary = run.summary()
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                summary, recorded = run.summary(), run.summary_file.exists()
             with contextlib.suppress(OSError):
                 run.stop_file.unlink(missing_ok=True)  # consumed; a later --resume must not stop at once
-        if summary.get("status") in ("completed", "stopped", "failed"):
-            self._finish(job, summary["status"], summary.get("reason"))
+        if summary.finished:
+            self._finish(job, summary.status, summary.reason)
         elif run is not None:  # died without recording an outcome: killed, or crashed before writing one
             why = reason or describe_exit(code)
             detail = error_from_log(job.log) if code not in (None, -signal.SIGKILL) else None
             why = f"{why}: {detail}" if detail and code else why
             with contextlib.suppress(OSError, ValueError):
-                extra = {} if summary else {"config": job.config}
+                extra = {} if recorded else {"config": job.config}
                 run.update_summary(status="failed", reason=why, **extra)
             self._finish(job, "failed", why)
         elif job.stop_requested and not reason:

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from ..methods import METHODS
 from ..plots import pareto_front
+from .readout import takes_mode
 
 PALETTE = qualitative.Dark24
 COLOURS = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(METHODS)}
@@ -37,7 +38,7 @@ def colour(method: str | None) -> str:
 def structure(method: Any, mode: Any) -> str:
     """``surm-circulant``, ``surm-circulant (adapter)``, ``lora``: what the trade-off plot colours by."""
     method = str(method)
-    return f"{method} (adapter)" if method.startswith("surm-") and mode == "adapter" else method
+    return f"{method} (adapter)" if takes_mode(method) and mode == "adapter" else method
 
 
 def empty(title: str, note: str) -> go.Figure:

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..budget import parse_budget
+from ..config import SurmConfig
 from ..data import SPECS, USER_FORMS, list_tasks
-from ..methods import METHODS, method_info
+from ..methods import METHODS, method_info, prepare
+from ..models import load_backbone
+from ..tuner import resolve_config
 
 NO_TARGETS = ("bitfit", "layernorm", "linear-probe", "full")  # methods that adapt no chosen layers
 
@@ -33,9 +36,18 @@ class Readout:
     lr: float | None = None
 
 
+def takes_mode(method: Any) -> bool:
+    """Whether ``method`` (any value: a form's choice, a run table's cell) names a method that offers
+    SURM's ``lora``/``adapter`` modes; an unknown name does not."""
+    try:
+        return method_info(str(method)).takes_mode
+    except ValueError:
+        return False
+
+
 def effective_mode(method: str, mode: str) -> str:
     """``adapter`` placement for SURM adapters and Houlsby adapters, ``lora`` otherwise."""
-    if method == "adapter" or (method.startswith("surm-") and mode == "adapter"):
+    if method == "adapter" or (takes_mode(method) and mode == "adapter"):
         return "adapter"
     return "lora"
 
@@ -66,8 +78,6 @@ class BudgetReadout:
         self.max_backbones, self.max_results = max_backbones, max_results
 
     def backbone(self, name: str, num_labels: int):
-        from ..models import load_backbone
-
         key = (name, num_labels)
         with self._lock:
             if key not in self._backbones:
@@ -100,10 +110,6 @@ class BudgetReadout:
         return result
 
     def _compute(self, backbone, task, method, mode, budget, targets) -> Readout:
-        from ..config import SurmConfig
-        from ..methods import prepare
-        from ..tuner import resolve_config
-
         backbone, task = (backbone or "").strip(), (task or "").strip()
         if not backbone:
             return Readout(False, "Choose a backbone.")
@@ -114,7 +120,7 @@ class BudgetReadout:
         budget = None if budget is None or str(budget).strip() == "" else str(budget).strip()
         if not info.budgeted:
             budget = None
-        elif budget is None and not method.startswith("surm-"):
+        elif budget is None and not info.takes_mode:
             return Readout(False, f"{method} needs a budget, e.g. 50k.")
         try:
             if budget is not None:
@@ -122,7 +128,7 @@ class BudgetReadout:
             num_labels, modality = task_shape(task)
         except ValueError as err:
             return Readout(False, str(err))
-        mode = mode if method.startswith("surm-") else "lora"
+        mode = mode if info.takes_mode else "lora"
         try:
             bb = self.backbone(backbone, num_labels)
         except Exception as err:  # unknown name, hub unreachable, bad folder: all end up as a message

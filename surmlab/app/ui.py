@@ -16,7 +16,7 @@ from ..methods import METHODS
 from ..models import list_backbones
 from . import plots
 from .handlers import ALL_RUNS, BUDGETS, TABLE_COLUMNS, Form, Lab, Tick, device_label
-from .readout import NO_TARGETS, method_choices
+from .readout import NO_TARGETS, method_choices, takes_mode
 
 POLL_SECONDS = 1.0
 THEME = gr.themes.Default(
@@ -191,7 +191,7 @@ def build(lab: Lab) -> gr.Blocks:
             else:
                 readout = first
             rows = pd.DataFrame(readout.rows or [{"layer": "(no per-layer structure: see the headline)"}])
-            surm = method.startswith("surm-")
+            surm = takes_mode(method)
             budgeted = METHODS[method].budgeted if method in METHODS else True
             return (
                 readout.message if readout.ok else f"**Cannot use this setup:** {readout.message}",

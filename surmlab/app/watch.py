@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..fileio import read_json
+from ..runs import RunDir, RunSummary
 
 
 def file_stamp(path: str | Path) -> tuple[int, int] | None:
@@ -67,11 +67,12 @@ def _parse(chunk: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
+def read_summary(run_dir: str | Path) -> RunSummary:
+    """The run's summary; an empty one (``status`` None) while it is missing or half-readable."""
     try:
-        return read_json(Path(run_dir) / "summary.json")
-    except (OSError, ValueError):
-        return {}
+        return RunDir(run_dir).summary()
+    except (OSError, ValueError, TypeError):
+        return RunSummary(run_dir=str(run_dir))
 
 
 def history_stamp(runs_dir: str | Path) -> tuple:
@@ -106,8 +107,8 @@ class Progress:
         return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
 
 
-def progress(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Progress:
-    p = Progress(total_steps=summary.get("total_steps"), metric=summary.get("metric"))
+def progress(summary: RunSummary, rows: list[dict[str, Any]]) -> Progress:
+    p = Progress(total_steps=summary.total_steps, metric=summary.metric)
     train = [r for r in rows if "loss" in r]
     if train:
         last = train[-1]
@@ -115,9 +116,9 @@ def progress(summary: dict[str, Any], rows: list[dict[str, Any]]) -> Progress:
     evals = [r for r in rows if p.metric and f"eval_{p.metric}" in r]
     if evals:
         p.metric_value = evals[-1][f"eval_{p.metric}"]
-    if summary.get("status") in ("completed", "stopped", "failed"):
-        p.step = int(summary.get("step") or p.step)
-        p.elapsed_s = summary.get("wall_time_s", p.elapsed_s)
+    if summary.finished:
+        p.step = int(summary.step or p.step)
+        p.elapsed_s = summary.wall_time_s if summary.wall_time_s is not None else p.elapsed_s
         p.remaining_s = 0.0
     elif p.elapsed_s and p.step and p.total_steps:
         p.remaining_s = p.elapsed_s / p.step * max(0, p.total_steps - p.step)

@@ -247,26 +247,24 @@ def experiment(
 
 def train_row(**config: Any) -> dict[str, Any]:
     """Train one ``TrainConfig`` and flatten its summary into a table row."""
+    from ..methods import method_info
     from ..train import TrainConfig, train
 
     cfg = TrainConfig(**config)
     summary = train(cfg, progress=False)
-    metric = summary.get("metric")
-    final = summary.get("final_metrics") or {}
-    best = summary.get("best_metrics") or {}
     return {
         "backbone": cfg.backbone,
         "task": cfg.task,
         "method": cfg.method,
-        "mode": cfg.mode if cfg.method.startswith("surm-") else "",  # mode is a SURM setting
+        "mode": cfg.mode if method_info(cfg.method).takes_mode else "",  # mode is a SURM setting
         "seed": cfg.seed,
-        "hyper": str(summary.get("hyper", "")),
-        "targets": summary.get("targets"),
-        "method_params": summary.get("method_params"),
-        "trainable_params": summary.get("trainable_params"),
-        "metric": metric,
-        "final": final.get(metric),
-        "best": best.get(metric),
-        "wall_time_s": summary.get("wall_time_s"),
-        "run_dir": summary.get("run_dir"),
+        "hyper": str(summary.hyper),
+        "targets": summary.targets,
+        "method_params": summary.method_params,
+        "trainable_params": summary.trainable_params,
+        "metric": summary.metric,
+        "final": summary.final,
+        "best": summary.best,
+        "wall_time_s": summary.wall_time_s,
+        "run_dir": summary.run_dir,
     }

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..budget import BudgetError
-from ..fileio import read_json, write_json
+from ..fileio import write_json
 from ..methods import METHODS, prepare
 from ..runs import RunDir
 from .spec import Cell, StudySpec
@@ -64,9 +64,9 @@ def find_run(runs_dir: Path, key: str) -> Path | None:
     found = []
     for config_file in runs_dir.glob("*/config.json"):
         try:
-            if read_json(config_file)["train"].get("name") == key:
+            if RunDir(config_file.parent).config().train.get("name") == key:
                 found.append(config_file.parent)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, TypeError):
             continue
     return max(found, key=lambda p: p.name) if found else None
 
@@ -79,7 +79,7 @@ def cell_state(runs_dir: Path, key: str) -> tuple[str, Path | None]:
         return "pending", None
     folder = RunDir(run)
     summary = folder.summary()
-    status = summary.get("status") or "interrupted"
+    status = summary.status or "interrupted"
     if status == "running" and not folder.trainer_alive(summary):
         status = "interrupted"
     return status, run
@@ -95,7 +95,7 @@ def _work(config: dict[str, Any], resume: str | None, threads: int, device: str 
     started = time.time()
     try:
         summary = train(TrainConfig(**config), resume=resume, progress=False)
-        return {"status": summary["status"], "reason": summary.get("reason"), "wall_time_s": time.time() - started}
+        return {"status": summary.status, "reason": summary.reason, "wall_time_s": time.time() - started}
     except Exception as err:  # recorded by the parent; the other cells go on
         return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "wall_time_s": time.time() - started}
 

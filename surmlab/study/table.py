@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs import RunDir
+from ..runs import RunDir, RunSummary
 from .runner import CellOutcome
 from .spec import StudySpec
 from .stats import estimate, paired
@@ -23,9 +23,8 @@ def cell_rows(spec: StudySpec, folder: Path, outcomes: list[CellOutcome]) -> pd.
     rows: list[dict[str, Any]] = []
     for cell in spec.cells():
         outcome = by_key.get(cell.key, CellOutcome(cell.key, "pending"))
-        summary = RunDir(folder / outcome.run).summary() if outcome.run else {}
-        metric = summary.get("metric")
-        final = (summary.get("final_metrics") or {}).get(metric) if outcome.status == "completed" else None
+        summary = RunDir(folder / outcome.run).summary() if outcome.run else RunSummary()
+        final = summary.final if outcome.status == "completed" else None
         rows.append(
             {
                 "method": cell.method,
@@ -33,12 +32,12 @@ def cell_rows(spec: StudySpec, folder: Path, outcomes: list[CellOutcome]) -> pd.
                 "lr": "" if cell.lr is None else cell.lr,
                 "seed": cell.seed,
                 "status": outcome.status,
-                "metric": metric,
+                "metric": summary.metric,
                 "final": final,
-                "method_params": summary.get("method_params"),
-                "targets": summary.get("targets"),
-                "hyper": str(summary.get("hyper", "")),
-                "wall_time_s": summary.get("wall_time_s"),
+                "method_params": summary.method_params,
+                "targets": summary.targets,
+                "hyper": str(summary.hyper or ""),
+                "wall_time_s": summary.wall_time_s,
                 "reason": outcome.reason,
                 "run": outcome.run,
             }
