@@ -15,11 +15,11 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
 from .data import USER_FORMS, list_tasks
-from .methods import METHODS, prepare
+from .methods import METHODS
 from .models import list_backbones, load_backbone
 from .runs import RunSummary
 from .study.cli import add_study_arguments, cmd_study
-from .train import TrainingFailed, train
+from .train import TrainingFailed, build_method, train
 from .train_config import TrainConfig
 
 DEMO = {
@@ -190,16 +190,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_budget(args: argparse.Namespace) -> int:
     config = TrainConfig(**_given_options(args))  # the options budget shares with train, defaults included
     backbone = load_backbone(config.backbone, args.num_labels, pretrained=False)
-    prepared = prepare(
-        config.method,
-        backbone.model,
-        head=backbone.head,
-        budget=config.budget,
-        hyper=config.hyper or None,
-        mode=config.mode,
-        targets=config.targets,
-        nearest=args.nearest,
-    )
+    prepared = build_method(config, backbone, nearest=args.nearest)
     if prepared.layers:
         width = max(len(r["layer"]) for r in prepared.layers)
         for row in prepared.layers:

@@ -135,8 +135,8 @@ def build_backbone(config: TrainConfig, num_labels: int) -> Backbone:
     )
 
 
-def build_method(config: TrainConfig, backbone: Backbone) -> Prepared:
-    """The configured method on ``backbone`` (the same call at training and at prediction time)."""
+def build_method(config: TrainConfig, backbone: Backbone, nearest: bool = False) -> Prepared:
+    """The configured method on ``backbone`` (the same call at training, prediction and budget time)."""
     return prepare(
         config.method,
         backbone.model,
@@ -148,6 +148,7 @@ def build_method(config: TrainConfig, backbone: Backbone) -> Prepared:
         alpha=config.alpha,
         product=config.product,
         lr=config.lr,
+        nearest=nearest,
     )
 
 

@@ -117,6 +117,15 @@ def test_a_small_study_runs_in_two_workers_and_resumes_without_retraining(tmp_pa
     assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir()) == runs
     assert again.summary["mean"].tolist() == result.summary["mean"].tolist()
     assert (tmp_path / "s" / "summary.csv").exists() and (tmp_path / "s" / "cells.csv").exists()
+    # a cell whose trainer died is resumed in its own run folder, not started afresh
+    from surmlab.runs import RunDir
+
+    cut = RunDir(tmp_path / "s" / result.cells.run[0])
+    cut.update_summary(status="running", pid=2**22 + 1, host=cut.summary().host)  # no such process
+    resumed = study(spec, root=tmp_path, workers=1, progress=False)
+    assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir()) == runs
+    assert cut.summary().status == "completed" and list(resumed.cells.status) == ["completed"] * 6
+    assert resumed.cells.final.tolist() == result.cells.final.tolist()
 
 
 @pytest.mark.slow

@@ -22,9 +22,9 @@ from accelerate.utils import set_seed
 
 from .. import plots
 from ..models import load_backbone
+from ..runs import load_weights
 from ..structures import FAMILIES as STRUCTURES
 from ..structures import make
-from ..train import load_weights
 from . import common
 
 NAME = "approximation"

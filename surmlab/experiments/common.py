@@ -34,6 +34,8 @@ from ..fileio import atomic_write, write_json
 from ..methods import METHODS, method_info, prepare
 from ..models import load_backbone, resolve_backbone
 from ..provenance import environment as machine_environment
+from ..train import train
+from ..train_config import TrainConfig
 from ..tuner import surm_layers, unload
 
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -247,9 +249,6 @@ def experiment(
 
 def train_row(**config: Any) -> dict[str, Any]:
     """Train one ``TrainConfig`` and flatten its summary into a table row."""
-    from ..methods import method_info
-    from ..train import TrainConfig, train
-
     cfg = TrainConfig(**config)
     summary = train(cfg, progress=False)
     return {

@@ -1,7 +1,7 @@
 """Run a study's cells: skip finished ones, resume interrupted ones, record failures, in parallel.
 
 Each cell is an ordinary run in the study's run store (``<study>/runs``), named by its key, so
-``surmlab runs <study>/runs`` lists them and ``--resume`` works on any of them. Cells run in worker
+``surmlab runs --runs-dir <study>/runs`` lists them and ``--resume`` works on any of them. Cells run in worker
 processes (one per GPU where there are GPUs; on CPU the cores are shared out), so a crashing run never
 takes the study down; the parent alone writes the study's files.
 """
@@ -24,7 +24,10 @@ from tqdm.auto import tqdm
 from ..budget import BudgetError
 from ..fileio import write_json
 from ..methods import METHODS, prepare
+from ..models import load_backbone
 from ..runs import RunDir
+from ..train import train
+from ..train_config import TrainConfig
 from .spec import Cell, StudySpec
 
 CELLS_FILE = "cells.json"
@@ -45,8 +48,6 @@ class CellOutcome:
 def check_budgets(spec: StudySpec) -> None:
     """Prepare every budgeted method at every budget on a randomly initialised backbone (no weights
     read): an infeasible budget fails here, naming method and budget, before any training starts."""
-    from ..models import load_backbone
-
     for method in spec.methods:
         if not METHODS[method].budgeted:
             continue
@@ -90,8 +91,6 @@ def _work(config: dict[str, Any], resume: str | None, threads: int, device: str 
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     torch.set_num_threads(threads)
-    from ..train import TrainConfig, train
-
     started = time.time()
     try:
         summary = train(TrainConfig(**config), resume=resume, progress=False)

@@ -17,6 +17,7 @@ from typing import Any
 from ..budget import parse_budget
 from ..fileio import read_json, write_json
 from ..methods import METHODS, method_info
+from ..train_config import TrainConfig
 
 SPEC_FILE = "spec.json"
 # TrainConfig fields a study sets per cell; the spec's ``train`` options may set any other field.
@@ -78,8 +79,6 @@ class StudySpec:
             raise ValueError("budgeted methods need at least one budget")
         if not self.lrs:
             raise ValueError("lrs is empty: give learning rates, or None for each method's default")
-        from ..train import TrainConfig  # the training options a cell may set
-
         known = {f.name for f in fields(TrainConfig)} - set(CELL_FIELDS)
         unknown = sorted(set(self.train) - known)
         if unknown:
