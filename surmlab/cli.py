@@ -13,11 +13,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import pandas as pd
+
 from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
+from .bench import main as bench_main
 from .data import USER_FORMS, list_tasks
 from .methods import METHODS
 from .models import list_backbones, load_backbone
-from .runs import RunSummary
+from .predict import predict
+from .reproduce import main as reproduce_main
+from .runs import RunSummary, list_runs
 from .study.cli import add_study_arguments, cmd_study
 from .train import TrainingFailed, build_method, train
 from .train_config import TrainConfig
@@ -201,9 +206,6 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from .runs import list_runs
 
     table = list_runs(args.runs_dir)
     if table.empty:
@@ -220,7 +222,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict
 
     for item, label, score in predict(args.run, args.inputs, best=args.best):
         print(f"{label}\t{score:.3f}\t{item}")
@@ -234,13 +235,11 @@ def cmd_app(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import main as reproduce_main
 
     return reproduce_main(args.rest)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
 
     return bench_main(args.rest)
 
