@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 from surmlab import hub
 from surmlab.data import SPECS
 from surmlab.data import tasks as task_registry
-from surmlab.experiments import common, get
+from surmlab.experiments import common, get, names
 from surmlab.models import backbones, minilm_path
 
 pytestmark = pytest.mark.slow
@@ -108,11 +108,13 @@ def paper_hub(monkeypatch, tmp_path) -> list[tuple[str, Any]]:
 
     The lab is told the hub answers, so it takes its online paths (pretrained weights, hub datasets);
     the hub libraries themselves stay offline (``HF_HUB_OFFLINE``), so a download not replaced here fails."""
+    import huggingface_hub
     import timm
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     asked: list[tuple[str, Any]] = []
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once, when it was imported
     monkeypatch.setenv("SURMLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(hub, "hub_offline", lambda: False)
     monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)
@@ -132,6 +134,8 @@ def paper_hub(monkeypatch, tmp_path) -> list[tuple[str, Any]]:
 
     def load_dataset(path: str, name: str | None = None, **kwargs: Any) -> DatasetDict:
         asked.append(("dataset", f"{path}/{name}" if name else path))
+        if (path, name) not in HUB_DATASETS:
+            raise ConnectionError(f"no local stand-in for the hub dataset {path} {name or ''}")
         return _stand_in(path, name)
 
     monkeypatch.setattr(timm, "create_model", timm_download)
@@ -249,3 +253,9 @@ def test_speed_paper(tmp_path, paper_hub):
     assert list(table.method) == list(p.methods) and (table.step_ms > 0).all()
     assert np.isfinite(table[["step_vs_lora", "infer_merged_vs_lora"]].to_numpy(dtype=float)).all()
     assert ("hf", "bert-base-uncased") in paper_hub
+
+
+def test_every_paper_profile_has_a_test_here():
+    """A new experiment with a ``paper`` profile gets its ``test_<name>_paper`` above."""
+    tested = {n.removeprefix("test_").removesuffix("_paper") for n in globals() if n.endswith("_paper")}
+    assert {name for name in names() if "paper" in get(name).PROFILES} == tested
