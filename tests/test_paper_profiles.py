@@ -51,9 +51,9 @@ def _image_dataset(image: str, labels: dict[str, int], class_names: tuple[str, .
         columns: dict[str, Any] = {image: _images(n)}
         features = {image: Image()}
         for i, (column, count) in enumerate(labels.items()):
-            names = list(class_names) if class_names and i == 0 else [f"{column}_{k}" for k in range(count)]
+            label_names = list(class_names) if class_names and i == 0 else [f"{column}_{k}" for k in range(count)]
             columns[column] = [k % count for k in range(n)]
-            features[column] = ClassLabel(names=names)
+            features[column] = ClassLabel(names=label_names)
         return Dataset.from_dict(columns, features=Features(features))
 
     return DatasetDict({"train": split(2), "test": split(1)})
