@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import plots
 from . import common, image_classification
-from .image_classification import SURM, Grid, grid
+from .image_classification import SURM, VIT_B_BUDGET, Grid, grid
 
 NAME = "low_resource"
 
@@ -28,7 +28,7 @@ PROFILES = {
                   "linear-probe"), budget="20k", shots=(1, 5, 10), max_steps=60, max_eval=1000, image_size=56,
                   epochs=20),
     "paper": Params(backbone="timm:vit_base_patch16_224.augreg_in21k", tasks=("cifar10", "cifar100", "dtd"),
-                    methods=(*SURM, "lora", "adapter", "linear-probe"), budget="55k", seeds=(0, 1, 2),
+                    methods=(*SURM, "lora", "adapter", "linear-probe"), budget=VIT_B_BUDGET, seeds=(0, 1, 2),
                     shots=(1, 2, 5, 10), fractions=(0.01, 0.05), max_steps=None, max_eval=None, batch_size=32,
                     epochs=20),
 }  # fmt: skip

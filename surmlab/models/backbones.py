@@ -398,21 +398,31 @@ def _load_tiny_bert(
     return _mean_pool_backbone(encoder, tokenizer, num_labels, False, "random init (test model)")
 
 
+def fetch_hf(name: str, task: dict[str, Any], *, pretrained: bool, local_files_only: bool) -> tuple[Any, nn.Module]:
+    """The tokenizer and ``*ForSequenceClassification`` model of a Hugging Face id or folder, with the
+    config overridden by ``task`` (``num_labels``, ``problem_type``); ``pretrained=False`` builds the
+    architecture from its config with random weights. The hub boundary of text backbones: the only
+    place their files are downloaded, so tests replace this one function with a config-built model."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+    if not pretrained:
+        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only, **task)
+        return tokenizer, AutoModelForSequenceClassification.from_config(config)
+    return tokenizer, AutoModelForSequenceClassification.from_pretrained(
+        name, local_files_only=local_files_only, **task
+    )
+
+
 def _load_hf(
     name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
 ) -> Backbone:
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
     local = Path(name).is_dir()
-    kwargs = {"local_files_only": not local and not hub_usable()}
     task = {"num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        if pretrained is False:
-            config = AutoConfig.from_pretrained(name, **kwargs, **task)
-            model = AutoModelForSequenceClassification.from_config(config)
-        else:
-            model = AutoModelForSequenceClassification.from_pretrained(name, **kwargs, **task)
+        tokenizer, model = fetch_hf(
+            name, task, pretrained=pretrained is not False, local_files_only=not local and not hub_usable()
+        )
     except OSError as err:
         where = "is not reachable" if not hub_offline() else "is switched off (HF_HUB_OFFLINE)"
         raise RuntimeError(
