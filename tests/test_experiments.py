@@ -43,7 +43,7 @@ def test_registry_finds_every_experiment():
 @pytest.mark.parametrize("name", names())
 def test_shipped_profiles_pass_their_own_validation(offline_cache, name, profile):
     """A profile that fails its own checks (say, a budget too small for one of its methods) would only
-    show when someone runs it; the paper profiles need hub backbones and are not checked here."""
+    show when someone runs it; the paper profiles run (two steps, hub stand-ins) in test_paper_profiles.py."""
     module = get(name)
     module.validate(common.resolve(module.PROFILES, profile, {}))
 
