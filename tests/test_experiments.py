@@ -162,6 +162,7 @@ def test_experiment_writes_its_parameters_as_resolved(tmp_path):
         (low_resource, {"tasks": "rotten-tomatoes"}, "not an image task"),
         (tradeoff, {"budgets": "10M"}, "infeasible"),
         (tradeoff, {"sweep": "surm-fourier"}, "unknown method 'surm-fourier'"),
+        (tradeoff, {"seeds": ""}, "seed list is empty"),
         (speed, {"methods": "surm-circulant"}, "list lora"),
         (speed, {"methods": "adapter,lora"}, "not adapter"),
         (speed, {"reps": 0}, "reps must be a positive number"),
@@ -264,3 +265,15 @@ def test_linear_cka_properties(rng):
 def test_linear_cka_rejects_mismatched_examples(rng):
     with pytest.raises(ValueError, match="same n examples"):
         weight_analysis.linear_cka(rng.standard_normal((10, 3)), rng.standard_normal((11, 3)))
+
+
+@pytest.mark.slow
+def test_tradeoff_sweeps_as_a_study_with_intervals_over_seeds(tmp_path):
+    table = tradeoff.run("smoke", out_dir=str(tmp_path))
+    rows = table.set_index(["method", "budget"])
+    assert set(table.method) == {"surm-circulant", "lora", "linear-probe"}
+    assert (rows.loc["surm-circulant"].seeds == 2).all() and rows.loc[("linear-probe", "")].seeds == 2
+    assert rows.loc[("surm-circulant", "4096")].ci_low <= rows.loc[("surm-circulant", "4096")]["mean"]
+    assert rows.loc["surm-circulant"].p_value.notna().all() and rows.loc["lora"].vs_baseline.isna().all()
+    assert table.on_frontier.any() and (tmp_path / "studies" / "tiny-bert-rotten-tomatoes" / "summary.csv").exists()
+    assert len(tradeoff.figures(table)) == 2

@@ -57,6 +57,9 @@ def test_the_grid_has_every_cell_once():
     # 2 budgeted methods x 2 budgets x 2 seeds, and the probe (no size knob) once per seed
     assert len(keys) == len(set(keys)) == 2 * 2 * 2 + 2
     assert "linear-probe-fixed-seed1" in keys and "lora-2k-seed0" in keys
+    # seeds outermost: a study stopped part-way has compared every method on the seeds it finished
+    seeds = [c.seed for c in spec.cells()]
+    assert seeds == sorted(seeds)
     config = spec.train_config(spec.cells()[0], "runs")
     assert (config["method"], config["budget"], config["seed"], config["name"]) == (
         "surm-circulant", "1024", 0, "surm-circulant-1024-seed0",

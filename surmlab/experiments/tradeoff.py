@@ -1,6 +1,9 @@
-"""Paper Figures 1 (right) and 7: accuracy vs trainable parameters over all recorded runs, with the
-Pareto frontier per (backbone, task). ``sweep`` optionally trains methods x budgets first (into
-``runs_dir``) so the plot has points; without it the experiment only reads what is recorded."""
+"""Paper Figures 1 (right) and 7: accuracy vs trainable parameters, with the Pareto frontier.
+
+With ``sweep``, the methods are trained at every budget and seed as a study (``surmlab.study``): each
+row is one method at one budget with its mean over seeds, 95% interval and the paired difference from
+the ``lora`` baseline at that budget; the frontier is drawn through the means. Without ``sweep``, the
+experiment reads the runs already recorded in ``runs_dir`` (one point per run)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import pandas as pd
 
 from .. import plots
 from ..runs import list_runs
+from ..study import StudySpec, study
+from ..study import figures as study_figures
 from . import common
 
 NAME = "tradeoff"
@@ -18,31 +23,42 @@ NAME = "tradeoff"
 
 @dataclass(frozen=True)
 class Params:
-    runs_dir: str | None = None  # None: <out_dir>/runs
-    sweep: tuple[str, ...] = ("surm-circulant", "lora")  # methods to train first (empty: only read runs_dir)
+    runs_dir: str | None = None  # without sweep: the recorded runs to read
+    sweep: tuple[str, ...] = ("surm-circulant", "lora", "linear-probe")  # methods to train (empty: read runs_dir)
     budgets: tuple[str, ...] = ("1024", "4096")
+    seeds: tuple[int, ...] = (0, 1)
     backbone: str = "tiny-bert"
     task: str = "rotten-tomatoes"
     max_steps: int | None = 2
     max_train: int | None = 64
     max_eval: int | None = 64
+    max_length: int = 32
+    workers: int = 1  # cells trained at once
 
 
 PROFILES = {
     "smoke": Params(),
-    "cpu": Params(sweep=("surm-circulant", "surm-kronecker", "surm-ldr", "lora"), budgets=("9216", "20k", "50k"),
-                  backbone="minilm-l6", max_steps=150, max_train=4800, max_eval=1000),
-    "paper": Params(runs_dir="runs", sweep=(), budgets=(), backbone="minilm-l6", max_steps=None, max_train=None,
-                    max_eval=None),
+    # the MiniLM / Rotten Tomatoes study of the README (docs/studies/minilm-rotten-tomatoes.yaml)
+    "cpu": Params(sweep=("surm-circulant", "surm-toeplitz", "surm-kronecker", "surm-ldr", "lora", "linear-probe"),
+                  budgets=("9216", "18432", "36864"), seeds=(0, 1, 2), backbone="minilm-l6", max_steps=120,
+                  max_train=3840, max_eval=1000, max_length=64, workers=2),
+    "paper": Params(runs_dir="runs", sweep=(), budgets=(), seeds=(), backbone="minilm-l6", max_steps=None,
+                    max_train=None, max_eval=None),
 }  # fmt: skip
 
 
-def frontier(table: pd.DataFrame) -> pd.Series:
-    """Whether each run is on the Pareto frontier of its (backbone, task) group."""
-    on = pd.Series(False, index=table.index)
-    for _, part in table.groupby(["backbone", "task"]):
-        on[plots.pareto_front(part, "trainable_params", "best").index] = True
-    return on
+def spec(p: Params) -> StudySpec:
+    """The study a sweep runs (``lora`` is the baseline when it is swept, else the first method)."""
+    return StudySpec(
+        name=f"{p.backbone}-{p.task}".replace("/", "-").replace(":", "-"),
+        backbone=p.backbone,
+        task=p.task,
+        methods=p.sweep,
+        budgets=p.budgets,
+        seeds=p.seeds,
+        baseline="lora" if "lora" in p.sweep else p.sweep[0],
+        train={"max_steps": p.max_steps, "max_train": p.max_train, "max_eval": p.max_eval, "max_length": p.max_length},
+    )
 
 
 def validate(p: Params) -> None:
@@ -51,27 +67,38 @@ def validate(p: Params) -> None:
     common.check_grid(p.backbone, [p.task], p.sweep)
     if not p.budgets:
         raise ValueError("sweep needs at least one budget")
+    common.check_positive(workers=p.workers)
+    spec(p)  # methods, seeds and training options checked by the study's own rules
     for budget in p.budgets:
         common.check_budgets(p.backbone, 2, p.sweep, budget)
 
 
+def frontier(table: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Whether each row is on the Pareto frontier of its (backbone, task) group."""
+    on = pd.Series(False, index=table.index)
+    for _, part in table.groupby(["backbone", "task"]):
+        on[plots.pareto_front(part, x, y).index] = True
+    return on
+
+
 @common.experiment(NAME, PROFILES, validate)
 def run(p: Params, out: Path) -> pd.DataFrame:
+    if p.sweep:
+        result = study(spec(p), root=out / "studies", workers=p.workers, progress=False)
+        table = result.summary.assign(backbone=p.backbone, task=p.task, study=str(result.folder))
+        table["on_frontier"] = frontier(table, "method_params", "mean")
+        return table
     runs_dir = p.runs_dir or str(out / "runs")
-    for budget in p.budgets if p.sweep else ():
-        for method in p.sweep:
-            common.train_row(
-                backbone=p.backbone, task=p.task, method=method, budget=budget, max_steps=p.max_steps,
-                max_train=p.max_train, max_eval=p.max_eval, runs_dir=runs_dir,
-            )  # fmt: skip
     table = list_runs(runs_dir)
     table = table[(table.status == "completed") & table.best.notna()].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"no completed runs under {runs_dir!r}: train some, or set sweep")
-    table["on_frontier"] = frontier(table)
+    table["on_frontier"] = frontier(table, "trainable_params", "best")
     return table
 
 
 def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
-    """Accuracy vs trainable parameters with the Pareto frontier per (backbone, task), and the table."""
+    """Metric vs trainable parameters with the Pareto frontier (with intervals over seeds after a sweep)."""
+    if "mean" in table:
+        return [study_figures.tradeoff(table), table]
     return [plots.tradeoff(table, group=["backbone", "task"]), table]

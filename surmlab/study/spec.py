@@ -86,12 +86,12 @@ class StudySpec:
 
     # -- the grid -----------------------------------------------------------------------------------------
     def cells(self) -> list[Cell]:
-        """Every run of the grid, seeds innermost; a method without a size knob once per seed and lr."""
+        """Every run of the grid; a method without a size knob once per seed and lr. Seeds are the
+        outermost loop, so a study stopped part-way still compares every method on the seeds it finished."""
         out: list[Cell] = []
-        for method, lr in itertools.product(self.methods, self.lrs):
+        for seed, lr, method in itertools.product(self.seeds, self.lrs, self.methods):
             budgets: tuple[str | None, ...] = self.budgets if METHODS[method].budgeted else (None,)
-            for budget, seed in itertools.product(budgets, self.seeds):
-                out.append(Cell(method, budget, seed, lr))
+            out.extend(Cell(method, budget, seed, lr) for budget in budgets)
         return out
 
     def train_config(self, cell: Cell, runs_dir: str | Path) -> dict[str, Any]:
