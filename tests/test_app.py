@@ -17,7 +17,7 @@ from surmlab.app import _is_loopback, parse_auth
 from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
 from surmlab.app.plots import structure
-from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode
+from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode, takes_targets
 from surmlab.app.watch import MetricsCache, progress
 from surmlab.runs import RunDir, RunSummary, list_runs
 from surmlab.train import TrainConfig
@@ -117,6 +117,8 @@ def test_the_method_registry_says_which_methods_take_a_mode():
     """SURM methods (from the registry, not their names) take lora/adapter; others, unknown names and a
     run table's empty cells do not."""
     assert takes_mode("surm-circulant") and takes_mode("surm-lowrank")
+    assert takes_targets("lora") and takes_targets("adapter") and takes_targets("surm-ldr")
+    assert not any(takes_targets(m) for m in ("bitfit", "layernorm", "linear-probe", "full"))
     assert not any(takes_mode(m) for m in ("lora", "adapter", "c3a", "surm-nothing", None, float("nan")))
     assert Form(**{**TINY, "mode": "adapter"}).mode_value() == "adapter"
     assert Form(**{**TINY, "method": "lora", "budget": "1k", "mode": "adapter"}).mode_value() == "lora"

@@ -23,7 +23,7 @@ from ..runs import RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
 from .jobs import JobManager, JobRecord
-from .readout import NO_TARGETS, BudgetReadout, Readout, parse_targets, takes_mode
+from .readout import BudgetReadout, Readout, parse_targets, takes_mode, takes_targets
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Form:
         return self.mode if takes_mode(self.method) else "lora"
 
     def targets_value(self, preset: list[str] | None) -> list[str] | None:
-        if self.method in NO_TARGETS:
+        if not takes_targets(self.method):
             return None
         targets = parse_targets(self.targets)
         return None if targets == preset else targets  # the preset is the default: record it as such
@@ -209,7 +209,7 @@ class Lab:
                 form.method,
                 form.mode_value(),
                 form.budget_value(),
-                None if form.method in NO_TARGETS else parse_targets(form.targets),
+                parse_targets(form.targets) if takes_targets(form.method) else None,
             )
         except Exception as err:  # a bug in a lower layer still ends as a message
             log.exception("readout failed")

@@ -21,8 +21,6 @@ from ..methods import METHODS, method_info, prepare
 from ..models import load_backbone
 from ..tuner import resolve_config
 
-NO_TARGETS = ("bitfit", "layernorm", "linear-probe", "full")  # methods that adapt no chosen layers
-
 
 @dataclass
 class Readout:
@@ -43,6 +41,14 @@ def takes_mode(method: Any) -> bool:
         return method_info(str(method)).takes_mode
     except ValueError:
         return False
+
+
+def takes_targets(method: Any) -> bool:
+    """Whether ``method`` adapts layers the form chooses (an unknown name is left to the readout's error)."""
+    try:
+        return method_info(str(method)).takes_targets
+    except ValueError:
+        return True
 
 
 def effective_mode(method: str, mode: str) -> str:
@@ -136,7 +142,7 @@ class BudgetReadout:
         if modality is not None and bb.modality != modality:
             return Readout(False, f"{backbone} reads {bb.modality}, but {task} is an {modality} task.")
         preset = None
-        if method not in NO_TARGETS:
+        if takes_targets(method):
             try:
                 cfg = resolve_config(bb.model, SurmConfig(mode=effective_mode(method, mode), qkv_slices={}))
                 preset = list(cfg.target_modules)
@@ -149,7 +155,7 @@ class BudgetReadout:
                 head=bb.head,
                 budget=budget,
                 mode=mode,
-                targets=None if method in NO_TARGETS else targets,
+                targets=targets if takes_targets(method) else None,
             )
         except ValueError as err:  # BudgetError included: infeasible budget, bad targets, wrong mode
             return Readout(False, str(err), preset=preset)

@@ -16,7 +16,7 @@ from ..methods import METHODS
 from ..models import list_backbones
 from . import plots
 from .handlers import ALL_RUNS, BUDGETS, TABLE_COLUMNS, Form, Lab, Tick, device_label
-from .readout import NO_TARGETS, method_choices, takes_mode
+from .readout import method_choices, takes_mode, takes_targets
 
 POLL_SECONDS = 1.0
 THEME = gr.themes.Default(
@@ -196,7 +196,7 @@ def build(lab: Lab) -> gr.Blocks:
             return (
                 readout.message if readout.ok else f"**Cannot use this setup:** {readout.message}",
                 rows,
-                gr.update(value=form.targets or "", interactive=method not in NO_TARGETS),
+                gr.update(value=form.targets or "", interactive=takes_targets(method)),
                 readout.preset,
                 gr.update(interactive=surm),
                 gr.update(interactive=budgeted),

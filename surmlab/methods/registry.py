@@ -64,6 +64,12 @@ class Method:
     structure: str | None = None  # the SURM structure family of a surm-* method
 
     @property
+    def takes_targets(self) -> bool:
+        """Whether the method adapts layers one chooses (``targets``); selective methods and full
+        fine-tuning choose their own parameters."""
+        return self.kind not in ("selective", "full")
+
+    @property
     def takes_mode(self) -> bool:
         """Whether the method offers SURM's ``lora``/``adapter`` modes (every surm-* method does)."""
         return self.structure is not None
