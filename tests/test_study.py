@@ -1,12 +1,18 @@
 """Studies: statistics against closed forms, the spec's checks, and a small grid end to end."""
 
 import math
+import threading
+import time
 
+import pandas as pd
+import psutil
 import pytest
+import scipy.stats
 
 from surmlab.budget import BudgetError
-from surmlab.study import StudySpec, estimate, paired, study
+from surmlab.study import StudySpec, estimate, markdown, paired, scores, study
 from surmlab.study.runner import check_budgets
+from surmlab.study.table import summarize
 
 # -- statistics --------------------------------------------------------------------------------------
 
@@ -84,6 +90,64 @@ def test_bad_specs_are_refused_by_name(change, message):
         StudySpec.from_dict({**BASE, **change})
 
 
+def test_methods_at_fixed_hyper_parameters_run_once_per_seed_and_are_checked():
+    spec = StudySpec.from_dict(
+        {**BASE, "methods": ["surm-circulant", "adapter", "lora"], "budgets": ["2k"], "mode": "adapter",
+         "hyper": {"surm-circulant": {}, "adapter": {"bottleneck": 4}}}
+    )  # fmt: skip
+    keys = [c.key for c in spec.cells()]
+    assert keys == [f"{m}-{b}-seed{s}" for s in (0, 1) for m, b in
+                    (("surm-circulant", "fixed"), ("adapter", "fixed"), ("lora", "2k"))]  # fmt: skip
+    configs = {c.method: spec.train_config(c, "runs") for c in spec.cells()}
+    assert configs["adapter"]["hyper"] == {"bottleneck": 4} and configs["adapter"]["budget"] is None
+    assert configs["surm-circulant"]["mode"] == "adapter" and configs["lora"]["mode"] == "lora"
+    assert configs["lora"]["hyper"] == {} and configs["lora"]["budget"] == "2k"
+    check_budgets(spec)  # every setting prepares
+    with pytest.raises(BudgetError, match=r"adapter at hyper \{\}: adapter needs --budget"):
+        check_budgets(
+            StudySpec.from_dict({**BASE, "methods": ["adapter"], "baseline": "adapter", "hyper": {"adapter": {}}})
+        )
+    with pytest.raises(ValueError, match=r"hyper names \['bitfit'\], which are not among the methods"):
+        StudySpec.from_dict({**BASE, "hyper": {"bitfit": {}}})
+    with pytest.raises(ValueError, match="adapter takes hyper-parameters bottleneck"):
+        StudySpec.from_dict({**BASE, "methods": ["adapter", "lora"], "hyper": {"adapter": {"rank": 2}}})
+
+
+def _cells(rows: list[tuple[str, str, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"method": m, "budget": b, "lr": "", "seed": s, "status": "completed", "final": v, "method_params": 1,
+          "trainable_params": 2, "targets": "q", "metric": "accuracy"} for m, b, s, v in rows]
+    )  # fmt: skip
+
+
+def test_a_method_without_a_budget_is_compared_with_a_baseline_at_one_budget():
+    """The paired t-test of scipy is the oracle; at two baseline budgets there is nothing to pair with."""
+    probe, lora = [0.61, 0.65, 0.60], [0.70, 0.71, 0.69]
+    rows = [("linear-probe", "", s, v) for s, v in enumerate(probe)] + [
+        ("lora", "2k", s, v) for s, v in enumerate(lora)
+    ]
+    table = summarize(StudySpec.from_dict(BASE), _cells(rows)).set_index("method")
+    expected = scipy.stats.ttest_rel(probe, lora)
+    assert table.loc["linear-probe", "vs_baseline"] == pytest.approx(sum(probe) / 3 - sum(lora) / 3)
+    assert table.loc["linear-probe", "p_value"] == pytest.approx(expected.pvalue)
+    assert bool(table.loc["linear-probe", "distinguishable"]) == (expected.pvalue < 0.05)
+    two = summarize(StudySpec.from_dict(BASE), _cells(rows + [("lora", "1024", s, 0.7) for s in range(3)]))
+    assert two.set_index("method").loc["linear-probe"].get("vs_baseline") is None or math.isnan(
+        two.set_index("method").loc["linear-probe", "vs_baseline"]
+    )
+
+
+def test_the_tables_show_mean_and_half_interval():
+    rows = [("surm-circulant", "2k", s, v) for s, v in enumerate([0.70, 0.72, 0.74])]
+    rows += [("lora", "2k", s, v) for s, v in enumerate([0.69, 0.70, 0.71])]
+    summary = summarize(StudySpec.from_dict(BASE), _cells(rows)).assign(task="rt")
+    half = 4.302652729911275 * 0.02 / math.sqrt(3)
+    assert scores(summary).loc[("surm-circulant", "2k"), "rt"] == f"0.720 ± {half:.3f}"
+    text = markdown(summary)
+    assert f"| surm-circulant | 2k | 1 | 3 | 0.720 ± {half:.3f} | +0.020 [" in text
+    assert "| lora | 2k | 1 | 3 | 0.700 ± " in text and text.count("\n") == 3
+
+
 def test_an_infeasible_budget_is_refused_before_training(tmp_path):
     spec = StudySpec.from_dict({**BASE, "budgets": ["10"]})
     with pytest.raises(BudgetError, match="surm-circulant at budget 10: a budget of 10 is infeasible"):
@@ -129,6 +193,41 @@ def test_a_small_study_runs_in_two_workers_and_resumes_without_retraining(tmp_pa
     assert sorted(p.name for p in (tmp_path / "s" / "runs").iterdir()) == runs
     assert cut.summary().status == "completed" and list(resumed.cells.status) == ["completed"] * 6
     assert resumed.cells.final.tolist() == result.cells.final.tolist()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_outright_fails_its_cell_and_the_study_goes_on(tmp_path):
+    """kill -9 of a worker process mid-cell: that cell is recorded as failed with the reason, the other
+    cells complete on a fresh pool, and the next invocation resumes the killed cell to completion."""
+    spec = StudySpec.from_dict(
+        {**BASE, "methods": ["lora"], "budgets": ["2k"], "seeds": [0, 1, 2],
+         "train": {"max_steps": 400, "epochs": 100, "max_train": 64, "max_eval": 16, "max_length": 16,
+                   "checkpoint_every": 5}}
+    )  # fmt: skip
+    killed: list[int] = []
+
+    def kill_a_worker() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if list((tmp_path / "s" / "runs").glob("*/checkpoint")):  # a cell is under way
+                workers = psutil.Process().children(recursive=True)
+                for proc in workers:
+                    if "spawn" in " ".join(proc.cmdline()):
+                        proc.kill()
+                        killed.append(proc.pid)
+                        return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    result = study(spec, root=tmp_path, workers=2, progress=False)
+    killer.join()
+    assert killed
+    failed = result.cells[result.cells.status == "failed"]
+    assert len(failed) >= 1 and failed.reason.str.contains("worker process died").all()
+    assert (result.cells.status == "completed").sum() >= 1  # the cells after the kill ran on a new pool
+    again = study(spec, root=tmp_path, workers=1, progress=False)
+    assert list(again.cells.status) == ["completed"] * 3
 
 
 @pytest.mark.slow

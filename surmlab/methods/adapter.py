@@ -43,10 +43,12 @@ class HoulsbyAdapter(nn.Module):
 )
 def build_adapter(model: nn.Module, request: Request) -> Built:
     layers = preset_targets(model, "adapter", request.targets)
+    widest = min(lay.out_features for _, lay in layers)  # a bottleneck is at most as wide as its layer
     if request.hyper:
-        bottleneck = int(request.hyper["bottleneck"])
+        bottleneck = request.hyper["bottleneck"]
+        if not isinstance(bottleneck, int) or isinstance(bottleneck, bool) or not 1 <= bottleneck <= widest:
+            raise ValueError(f"adapter bottleneck must be a whole number from 1 to {widest} here, got {bottleneck!r}")
     else:
-        widest = min(lay.out_features for _, lay in layers)
         options = [
             (sum(HoulsbyAdapter.count(lay.out_features, m) for _, lay in layers), {"bottleneck": m})
             for m in range(1, widest + 1)

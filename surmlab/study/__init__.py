@@ -16,7 +16,7 @@ from ..fileio import atomic_write
 from .runner import CellOutcome, check_budgets, run_cells
 from .spec import Cell, StudySpec
 from .stats import Estimate, Paired, estimate, paired
-from .table import cell_rows, summarize, verdict
+from .table import cell_rows, markdown, scores, summarize, verdict
 
 
 @dataclass
@@ -55,7 +55,10 @@ __all__ = [
     "Paired",
     "StudyResult",
     "StudySpec",
+    "check_budgets",
     "estimate",
+    "markdown",
     "paired",
+    "scores",
     "study",
 ]

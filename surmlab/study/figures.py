@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 from ..plots import pareto_front
@@ -55,6 +56,20 @@ def tradeoff(summary: pd.DataFrame, title: str = "") -> go.Figure:
         xaxis_type="log",
     )
     return fig
+
+
+def bars(summary: pd.DataFrame, facet: str | None = "task", title: str = "") -> go.Figure:
+    """Mean metric per method (and budget) with its 95% interval over seeds as error bars, one panel
+    per value of ``facet``."""
+    data = summary.dropna(subset=["mean"]).copy()
+    data["label"] = [f"{m} {b}".strip() for m, b in zip(data.method, data.budget.fillna("").astype(str), strict=True)]
+    data["above"] = data.ci_high - data["mean"]
+    data["below"] = data["mean"] - data.ci_low
+    metric = data.metric.dropna().iloc[0] if data.metric.notna().any() else "metric"
+    return px.bar(
+        data, x="label", y="mean", color="method", error_y="above", error_y_minus="below", facet_col=facet,
+        title=title or f"{metric}: mean and 95% interval over seeds", labels={"label": "", "mean": metric},
+    )  # fmt: skip
 
 
 def curves(folder: Path, cells: pd.DataFrame) -> go.Figure:

@@ -1,9 +1,10 @@
 """Run a study's cells: skip finished ones, resume interrupted ones, record failures, in parallel.
 
 Each cell is an ordinary run in the study's run store (``<study>/runs``), named by its key, so
-``surmlab runs --runs-dir <study>/runs`` lists them and ``--resume`` works on any of them. Cells run in worker
-processes (one per GPU where there are GPUs; on CPU the cores are shared out), so a crashing run never
-takes the study down; the parent alone writes the study's files.
+``surmlab runs --runs-dir <study>/runs`` lists them and ``--resume`` works on any of them. With several
+workers, cells run in worker processes (one per GPU where there are GPUs; on CPU the cores are shared
+out), so even a worker killed outright fails only its cell; the parent alone writes the study's files.
+With one worker, cells run in this process, one after another (an exception still fails only its cell).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..budget import BudgetError
 from ..fileio import write_json
 from ..methods import METHODS, prepare
 from ..models import load_backbone
@@ -46,18 +47,19 @@ class CellOutcome:
 
 
 def check_budgets(spec: StudySpec) -> None:
-    """Prepare every budgeted method at every budget on a randomly initialised backbone (no weights
-    read): an infeasible budget fails here, naming method and budget, before any training starts."""
-    for method in spec.methods:
-        if not METHODS[method].budgeted:
-            continue
-        for budget in spec.budgets:
-            backbone = load_backbone(spec.backbone, 2, pretrained=False)
-            mode = spec.mode if METHODS[method].takes_mode else "lora"
-            try:
-                prepare(method, backbone.model, head=backbone.head, budget=budget, mode=mode)
-            except BudgetError as err:
-                raise BudgetError(f"study {spec.name}: {method} at budget {budget}: {err}") from None
+    """Prepare every budgeted method at every budget, and every method in ``spec.hyper`` at its
+    hyper-parameters, on a randomly initialised backbone (no weights read): an infeasible budget or
+    setting fails here, naming method and budget, before any training starts."""
+    settings = [(m, {"budget": b}) for m in spec.methods if spec.sized(m) for b in spec.budgets]
+    settings += [(m, {"hyper": h}) for m, h in spec.hyper.items()]
+    for method, setting in settings:
+        backbone = load_backbone(spec.backbone, 2, pretrained=False)
+        mode = spec.mode if METHODS[method].takes_mode else "lora"
+        try:
+            prepare(method, backbone.model, head=backbone.head, mode=mode, **setting)
+        except ValueError as err:  # a BudgetError keeps its type
+            where = f"budget {setting['budget']}" if "budget" in setting else f"hyper {setting['hyper']}"
+            raise type(err)(f"study {spec.name}: {method} at {where}: {err}") from None
 
 
 def find_run(runs_dir: Path, key: str) -> Path | None:
@@ -86,17 +88,30 @@ def cell_state(runs_dir: Path, key: str) -> tuple[str, Path | None]:
     return status, run
 
 
-def _work(config: dict[str, Any], resume: str | None, threads: int, device: str | None) -> dict[str, Any]:
-    """One cell in a worker process; every failure comes back as data, never as a dead pool."""
+def _work(config: dict[str, Any], resume: str | None, threads: int | None, device: str | None) -> dict[str, Any]:
+    """One cell (in a worker process, or here); every failure comes back as data, never as a dead pool."""
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     started = time.time()
     try:
         summary = train(TrainConfig(**config), resume=resume, progress=False)
         return {"status": summary.status, "reason": summary.reason, "wall_time_s": time.time() - started}
     except Exception as err:  # recorded by the parent; the other cells go on
         return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "wall_time_s": time.time() - started}
+
+
+class InlinePool:
+    """One worker: each cell runs in this process as it is submitted (no process start-up)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
 
 
 class RayPool:
@@ -115,10 +130,7 @@ class RayPool:
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         return self.task.remote(*args).future()
 
-    def __enter__(self) -> RayPool:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         return None
 
 
@@ -126,7 +138,8 @@ def run_cells(
     spec: StudySpec, folder: Path, workers: int = 1, progress: bool = True, ray: str | None = None
 ) -> list[CellOutcome]:
     """Run every cell not yet completed (resuming interrupted ones); returns every cell's outcome.
-    ``workers`` processes run at once (at most one per GPU); ``ray`` hands the cells to Ray instead."""
+    ``workers`` processes run at once (at most one per GPU; one: in this process); ``ray`` hands the
+    cells to Ray instead."""
     runs_dir = folder / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     cells = spec.cells()
@@ -140,26 +153,40 @@ def run_cells(
     save_outcomes(folder, outcomes)
     gpus = 0 if ray else torch.cuda.device_count()
     workers = max(1, min(workers, gpus or workers))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    devices: list[str | None] = [str(i) for i in range(workers)] if gpus else [None] * workers
+    inline = workers == 1 and not ray
+    threads = None if inline else max(1, (os.cpu_count() or 1) // workers)
+    devices: list[str | None] = [str(i) for i in range(workers)] if gpus and not inline else [None] * workers
     bar = tqdm(total=len(cells), initial=len(cells) - len(queue), desc=spec.name, disable=not progress, unit="cell")
-    running: dict[Future, tuple[Cell, str | None]] = {}
-    pool = RayPool(ray, workers) if ray else ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
-    with pool:
+    running: dict[Future, tuple[Cell, str | None, Any]] = {}
+
+    def new_pool() -> Any:
+        if inline:
+            return InlinePool()
+        return RayPool(ray, workers) if ray else ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+    pool = new_pool()
+    try:
         while queue or running:
             while queue and devices:  # one cell per free worker (per GPU)
                 cell, resume = queue.pop(0)
                 device = devices.pop(0)
                 config = spec.train_config(cell, runs_dir)
                 future = pool.submit(_work, config, str(resume) if resume else None, threads, device)
-                running[future] = (cell, device)
+                running[future] = (cell, device, pool)
                 outcomes[cell.key].status = "running"
             bar.set_postfix(running=len(running), left=len(queue))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                cell, device = running.pop(future)
+                cell, device, used = running.pop(future)
                 devices.append(device)
-                result = future.result()
+                try:
+                    result = future.result()
+                except Exception as err:  # the worker itself died: killed, out of memory, crashed
+                    reason = f"the worker process died ({type(err).__name__}: {err})"
+                    result = {"status": "failed", "reason": reason, "wall_time_s": None}
+                    if isinstance(err, BrokenProcessPool) and used is pool:  # the other cells need a new pool
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = new_pool()
                 _, run = cell_state(runs_dir, cell.key)
                 outcomes[cell.key] = CellOutcome(
                     cell.key,
@@ -170,6 +197,8 @@ def run_cells(
                 )
                 save_outcomes(folder, outcomes)
                 bar.update(1)
+    finally:
+        pool.shutdown()
     bar.close()
     return [outcomes[c.key] for c in cells]
 

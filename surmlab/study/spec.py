@@ -21,13 +21,13 @@ from ..train_config import TrainConfig
 
 SPEC_FILE = "spec.json"
 # TrainConfig fields a study sets per cell; the spec's ``train`` options may set any other field.
-CELL_FIELDS = ("backbone", "task", "method", "budget", "seed", "lr", "runs_dir", "name", "mode")
+CELL_FIELDS = ("backbone", "task", "method", "budget", "hyper", "seed", "lr", "runs_dir", "name", "mode")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the grid. ``budget`` is None for a method without a size knob; ``lr`` None is the
-    method's default."""
+    """One run of the grid. ``budget`` is None for a method without a size knob (or with fixed
+    hyper-parameters); ``lr`` None is the method's default."""
 
     method: str
     budget: str | None
@@ -52,6 +52,9 @@ class StudySpec:
     lrs: tuple[float | None, ...] = (None,)
     baseline: str = "lora"  # the method every other is compared with, paired by seed, at the same budget
     mode: str = "lora"  # SURM's mode for surm-* methods
+    # methods run at fixed hyper-parameters instead of the budgets, e.g. {"adapter": {"bottleneck": 64}};
+    # an empty mapping is the method's defaults (a SURM adapter's one full-size block)
+    hyper: dict[str, dict[str, Any]] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # further TrainConfig fields, e.g. max_steps
 
     def __post_init__(self) -> None:
@@ -75,8 +78,15 @@ class StudySpec:
             raise ValueError(f"seeds must be distinct whole numbers, got {list(self.seeds)}")
         for budget in self.budgets:
             parse_budget(budget)
-        if any(METHODS[m].budgeted for m in self.methods) and not self.budgets:
-            raise ValueError("budgeted methods need at least one budget")
+        stray = sorted(set(self.hyper) - set(self.methods))
+        if stray:
+            raise ValueError(f"hyper names {stray}, which are not among the methods {list(self.methods)}")
+        for method, values in self.hyper.items():
+            if not isinstance(values, dict):
+                raise ValueError(f"hyper of {method!r} must be a mapping, e.g. {{}} or {{'bottleneck': 64}}")
+            METHODS[method].check_hyper(values)
+        if any(self.sized(m) for m in self.methods) and not self.budgets:
+            raise ValueError("budgeted methods need at least one budget (or fixed hyper-parameters in hyper)")
         if not self.lrs:
             raise ValueError("lrs is empty: give learning rates, or None for each method's default")
         known = {f.name for f in fields(TrainConfig)} - set(CELL_FIELDS)
@@ -85,12 +95,16 @@ class StudySpec:
             raise ValueError(f"unknown training options {unknown} in the study spec; known: {sorted(known)}")
 
     # -- the grid -----------------------------------------------------------------------------------------
+    def sized(self, method: str) -> bool:
+        """Whether ``method`` runs once per budget (it has a size knob and no fixed hyper-parameters)."""
+        return METHODS[method].budgeted and method not in self.hyper
+
     def cells(self) -> list[Cell]:
-        """Every run of the grid; a method without a size knob once per seed and lr. Seeds are the
+        """Every run of the grid; a method without a size knob (or in ``hyper``) once per seed and lr. Seeds are the
         outermost loop, so a study stopped part-way still compares every method on the seeds it finished."""
         out: list[Cell] = []
         for seed, lr, method in itertools.product(self.seeds, self.lrs, self.methods):
-            budgets: tuple[str | None, ...] = self.budgets if METHODS[method].budgeted else (None,)
+            budgets: tuple[str | None, ...] = self.budgets if self.sized(method) else (None,)
             out.extend(Cell(method, budget, seed, lr) for budget in budgets)
         return out
 
@@ -102,6 +116,7 @@ class StudySpec:
             "task": self.task,
             "method": cell.method,
             "budget": cell.budget,
+            "hyper": dict(self.hyper.get(cell.method, {})),
             "seed": cell.seed,
             "lr": cell.lr,
             "mode": self.mode if METHODS[cell.method].takes_mode else "lora",
