@@ -16,6 +16,8 @@ from surmlab.experiments import (
     approximation,
     common,
     get,
+    glue_adapters,
+    image_classification,
     low_resource,
     names,
     pinwheel,
@@ -124,11 +126,11 @@ def test_resolve_converts_papermill_strings_by_the_field_type():
     """``-p`` values arrive as strings (or literals): lists, numbers and budgets take the declared type."""
     p = common.resolve(
         low_resource.PROFILES, "smoke", {"tasks": "mnist, fashion-mnist", "shots": "1,5", "fractions": "0.5",
-                                         "max_steps": "7", "budget": 4096, "epochs": 2.0, "image_size": None},
+                                         "max_steps": "7", "budgets": "4096, 8k", "epochs": 2.0, "image_size": None},
     )  # fmt: skip
     assert p.tasks == ("mnist", "fashion-mnist") and p.shots == (1, 5) and p.fractions == (0.5,)
-    assert p.max_steps == 7 and p.budget == "4096" and p.epochs == 2 and isinstance(p.epochs, int)
-    assert p.image_size is None and p.seeds == (0,)  # None: the profile's default
+    assert p.max_steps == 7 and p.budgets == ("4096", "8k") and p.epochs == 2 and isinstance(p.epochs, int)
+    assert p.image_size is None and p.seeds == (0, 1)  # None: the profile's default
     assert common.resolve(pinwheel.PROFILES, "smoke", {"methods": ["circulant"]}).methods == ("circulant",)
     with pytest.raises(ValueError, match="steps must be an int, got 'many'"):
         common.resolve(pinwheel.PROFILES, "smoke", {"steps": "many"})
@@ -160,6 +162,17 @@ def test_experiment_writes_its_parameters_as_resolved(tmp_path):
         (low_resource, {"shots": "0,5"}, "shots must be >= 1"),
         (low_resource, {"shots": "", "fractions": ""}, "at least one value"),
         (low_resource, {"tasks": "rotten-tomatoes"}, "not an image task"),
+        (low_resource, {"seeds": ""}, "seed list is empty"),
+        (low_resource, {"workers": 0}, "workers must be a positive number"),
+        (
+            image_classification,
+            {"budgets": "4096,10M"},
+            "surm-circulant at budget 10M: a budget of 10,000,000 is infeasible",
+        ),
+        (image_classification, {"methods": "surm-circulant,linear-probe", "seeds": "1,1"}, "distinct whole numbers"),
+        (glue_adapters, {"methods": "surm-circulant,bitfit"}, "not bitfit"),
+        (glue_adapters, {"methods": "adapter,lora"}, "list at least one surm-\\* method"),
+        (glue_adapters, {"houlsby_bottleneck": 10**6}, "adapter bottleneck must be a whole number from 1 to"),
         (tradeoff, {"budgets": "10M"}, "infeasible"),
         (tradeoff, {"sweep": "surm-fourier"}, "unknown method 'surm-fourier'"),
         (tradeoff, {"seeds": ""}, "seed list is empty"),

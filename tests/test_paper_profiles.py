@@ -145,12 +145,14 @@ def paper_hub(monkeypatch, tmp_path) -> list[tuple[str, Any]]:
 
 
 def _check_runs(table: pd.DataFrame, backbone: str, tasks: tuple[str, ...], methods: tuple[str, ...]) -> None:
-    """One finished run per (task, method) on ``backbone``, scored with each task's paper metric."""
+    """One finished cell per (task, method) of the studies on ``backbone``, scored with each task's paper
+    metric."""
     assert sorted(zip(table.task, table.method, strict=True)) == sorted((t, m) for t in tasks for m in methods)
     assert set(table.backbone) == {backbone}
+    assert (table.seeds == 1).all() and (table.failed == 0).all()
     for task, metric in zip(table.task, table.metric, strict=True):
         assert metric == SPECS[task].metric
-    assert all(math.isfinite(v) for v in table.final)
+    assert all(math.isfinite(v) for v in table["mean"])
     assert (table.trainable_params > 0).all()
 
 

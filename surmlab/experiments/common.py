@@ -34,6 +34,7 @@ from ..fileio import atomic_write, write_json
 from ..methods import METHODS, method_info, prepare
 from ..models import load_backbone, resolve_backbone
 from ..provenance import environment as machine_environment
+from ..study import StudySpec, study
 from ..train import train
 from ..train_config import TrainConfig
 from ..tuner import surm_layers, unload
@@ -245,6 +246,29 @@ def experiment(
 ) -> Callable[[Callable[[P, Path], pd.DataFrame]], Experiment[P]]:
     """Decorate an experiment's computation into its ``run(profile="smoke", out_dir=None, **params)``."""
     return lambda compute: Experiment(name, profiles, validate, compute)
+
+
+def study_name(*parts: Any) -> str:
+    """A study folder name from its parts (``hf:``/``glue/`` names made folder-safe; empty parts dropped)."""
+    return "-".join(str(p) for p in parts if p not in (None, "")).replace("/", "-").replace(":", "-")
+
+
+def baseline(methods: Iterable[str]) -> str:
+    """The method a study compares every other with: ``lora`` where it is in the grid, else the first."""
+    methods = tuple(methods)
+    return "lora" if "lora" in methods else methods[0]
+
+
+def train_options(**options: Any) -> dict[str, Any]:
+    """A study's ``train`` options: the ones set (``None`` is ``TrainConfig``'s default)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def run_study(spec: StudySpec, out: Path, workers: int, **columns: Any) -> pd.DataFrame:
+    """Run (or continue) ``spec`` in ``out/studies`` and return its summary (one row per method, budget
+    and lr: mean, interval, paired comparison), with the backbone, task, ``columns`` and study folder."""
+    result = study(spec, root=out / "studies", workers=workers)
+    return result.summary.assign(backbone=spec.backbone, task=spec.task, **columns, study=str(result.folder))
 
 
 def train_row(**config: Any) -> dict[str, Any]:
