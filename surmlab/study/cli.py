@@ -19,6 +19,12 @@ def add_study_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated whole numbers (default 0,1,2)")
     p.add_argument("--lrs", default="", help="comma-separated learning rates (default: each method's own)")
     p.add_argument("--baseline", default="lora", help="compared with every other method, paired by seed")
+    p.add_argument("--mode", default="lora", choices=["lora", "adapter"], help="SURM's mode for surm-* methods")
+    p.add_argument(
+        "--hyper",
+        default="{}",
+        help='methods at fixed hyper-parameters as JSON, e.g. \'{"adapter": {"bottleneck": 64}}\'',
+    )
     p.add_argument("--train", default="{}", help="further training options as JSON, e.g. '{\"max_steps\": 150}'")
     p.add_argument("--root", default="studies", help="where study folders live")
     p.add_argument("--workers", type=int, default=1, help="cells at once (one per GPU where there are GPUs)")
@@ -29,15 +35,22 @@ def _list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _json(flag: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag} {text!r} is not JSON ({err}); give a JSON object in single quotes") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} takes a JSON object, got {text!r}")
+    return value
+
+
 def spec_from_args(args: argparse.Namespace) -> StudySpec:
     if args.spec:
         return StudySpec.load(args.spec)
     if not args.name or not args.methods:
         raise ValueError("give a spec file, or --name and --methods (with --budgets and --seeds)")
-    try:
-        train = json.loads(args.train)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--train {args.train!r} is not JSON ({err}); write e.g. '{{\"max_steps\": 150}}'") from None
+    train, hyper = _json("--train", args.train), _json("--hyper", args.hyper)
     try:
         seeds = [int(s) for s in _list(args.seeds)]
         lrs = [float(v) for v in _list(args.lrs)] or [None]
@@ -52,6 +65,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         seeds=tuple(seeds),
         lrs=tuple(lrs),
         baseline=args.baseline,
+        mode=args.mode,
+        hyper=hyper,
         train=train,
     )
 
