@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import plots
 from ..runs import list_runs
-from ..study import StudySpec, study
+from ..study import StudySpec
 from ..study import figures as study_figures
 from . import common
 
@@ -50,13 +50,13 @@ PROFILES = {
 def spec(p: Params) -> StudySpec:
     """The study a sweep runs (``lora`` is the baseline when it is swept, else the first method)."""
     return StudySpec(
-        name=f"{p.backbone}-{p.task}".replace("/", "-").replace(":", "-"),
+        name=common.study_name(p.backbone, p.task),
         backbone=p.backbone,
         task=p.task,
         methods=p.sweep,
         budgets=p.budgets,
         seeds=p.seeds,
-        baseline="lora" if "lora" in p.sweep else p.sweep[0],
+        baseline=common.baseline(p.sweep),
         train={"max_steps": p.max_steps, "max_train": p.max_train, "max_eval": p.max_eval, "max_length": p.max_length},
     )
 
@@ -84,8 +84,7 @@ def frontier(table: pd.DataFrame, x: str, y: str) -> pd.Series:
 @common.experiment(NAME, PROFILES, validate)
 def run(p: Params, out: Path) -> pd.DataFrame:
     if p.sweep:
-        result = study(spec(p), root=out / "studies", workers=p.workers, progress=False)
-        table = result.summary.assign(backbone=p.backbone, task=p.task, study=str(result.folder))
+        table = common.run_study(spec(p), out, p.workers)
         table["on_frontier"] = frontier(table, "method_params", "mean")
         return table
     runs_dir = p.runs_dir or str(out / "runs")
