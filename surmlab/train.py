@@ -2,11 +2,12 @@
 
 ``train(TrainConfig(...))`` validates everything (backbone, task, method, budget) *before* it
 creates the run directory, then trains with AdamW and a warm-up + cosine/linear/constant schedule
-(transformers' ``get_scheduler``), evaluates each epoch, tracks the best weights, and writes per-step
-metrics to JSONL. A stop request (SIGINT/SIGTERM or a ``STOP`` file in the run directory) finishes
-the current step, saves and marks the run ``stopped``; ``resume`` continues from the saved step. A
-NaN/inf loss or any exception marks the run ``failed`` with the reason, and so does a loss that
-diverges (``DIVERGENCE_FACTOR`` times the first step's). Weight and checkpoint files: ``runs``.
+(transformers' ``get_scheduler``), evaluates each epoch (or every ``eval_every`` steps), tracks the
+best weights, and writes per-step metrics to JSONL. A stop request (SIGINT/SIGTERM or a ``STOP``
+file in the run directory) finishes the current step, saves and marks the run ``stopped``;
+``resume`` continues from the saved step. A NaN/inf loss or any exception marks the run ``failed``
+with the reason, and so does a loss that diverges (``DIVERGENCE_FACTOR`` times the first step's).
+Weight and checkpoint files: ``runs``.
 """
 
 from __future__ import annotations
@@ -445,7 +446,8 @@ def train(
                 if stop and state.step < total_steps:
                     stopped = True
                     break
-                if state.step % steps_per_epoch == 0 or state.step == total_steps:  # an epoch's end: evaluate
+                every = config.eval_every or steps_per_epoch  # default: an epoch's end
+                if state.step % every == 0 or state.step == total_steps:
                     metrics = evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
                     log({"step": state.step, "epoch": state.epoch, **{f"eval_{k}": v for k, v in metrics.items()}},

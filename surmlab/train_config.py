@@ -100,6 +100,9 @@ class TrainConfig:
     checkpoint_every: int = field(
         default=50, metadata={"help": "optimiser steps between checkpoints (0: only when the run ends or stops)"}
     )
+    eval_every: int = field(
+        default=0, metadata={"help": "optimiser steps between evaluations (0: at each epoch's end); always at the end"}
+    )
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -128,8 +131,10 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
         if not (is_real(self.alpha) and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
-        if not is_whole(self.checkpoint_every) or self.checkpoint_every < 0:
-            raise ValueError(f"checkpoint_every must be a whole number >= 0, got {self.checkpoint_every!r}")
+        for name in ("checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if not is_whole(value) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:

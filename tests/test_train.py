@@ -296,6 +296,17 @@ def test_checkpoints_replace_each_other_atomically(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(("eval_every", "steps"), [(0, [4, 8, 10]), (3, [3, 6, 9, 10])])
+def test_evaluations_come_at_each_epoch_end_or_every_eval_every_steps_and_at_the_end(tmp_path, eval_every, steps):
+    """64 examples in batches of 16 are 4 steps an epoch; 10 steps end inside the third epoch."""
+    summary = train(
+        small(runs_dir=str(tmp_path), max_train=64, batch_size=16, epochs=3, max_steps=10, eval_every=eval_every),
+        progress=False,
+    )
+    evaluated = [row["step"] for row in RunDir(summary.run_dir).metrics() if "eval_accuracy" in row]
+    assert evaluated == steps
+
+
 def test_nan_loss_marks_the_run_failed(tmp_path):
     with pytest.raises(TrainingFailed, match=r"loss (became (nan|inf)|diverged: \S+) at step \d+") as info:
         train(small(method="full", budget=None, lr=1e30, max_steps=5, runs_dir=str(tmp_path)), progress=False)
@@ -331,6 +342,7 @@ def test_an_exploding_loss_is_a_failed_run_not_a_result(tmp_path):
         ("batch_size", 2.5),
         ("alpha", float("nan")),
         ("alpha", "big"),
+        ("eval_every", -1),
     ],
 )
 def test_values_that_make_no_sense_are_refused(field, value, tmp_path):

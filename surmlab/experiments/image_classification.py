@@ -47,6 +47,7 @@ class Grid:
     image_size: int | None = None
     batch_size: int = 16
     epochs: int = 1
+    eval_every: int = 0  # steps between evaluations (0: each epoch's end)
     workers: int = 1  # cells trained at once (one per GPU where there are GPUs)
 
     def study(self, task: str, *setting: Any, **train: Any) -> StudySpec:

@@ -26,10 +26,11 @@ class Params(Grid):
 
 PROFILES = {
     "smoke": Params(),
-    # epochs large enough that every shot count gets its 60 steps (one shot of 10 classes is one batch)
+    # epochs enough that every shot count gets its 60 steps (one shot of 10 classes is one batch, one
+    # step an epoch), evaluated at steps 30 and 60 rather than at each of those short epochs
     "cpu": Params(backbone="vit-s14", tasks=("fashion-mnist",), methods=("surm-circulant", "surm-toeplitz", "lora",
                   "linear-probe"), budgets=("18432",), seeds=(0, 1, 2), shots=(1, 5, 10), max_steps=60,
-                  max_eval=1000, image_size=56, epochs=100, workers=2),
+                  max_eval=1000, image_size=56, epochs=100, eval_every=30, workers=2),
     "paper": Params(backbone="timm:vit_base_patch16_224.augreg_in21k", tasks=("cifar10", "cifar100", "dtd"),
                     methods=(*SURM, "lora", "adapter", "linear-probe"), budgets=(VIT_B_BUDGET,), seeds=(0, 1, 2),
                     shots=(1, 2, 5, 10), fractions=(0.01, 0.05), max_steps=None, max_eval=None, batch_size=32,
