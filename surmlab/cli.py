@@ -6,7 +6,6 @@ Start with `surmlab demo` (offline, a few minutes on a CPU), then `surmlab train
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import types
 from collections.abc import Callable, Iterable
@@ -23,7 +22,7 @@ from .models import list_backbones, load_backbone
 from .predict import predict
 from .reproduce import main as reproduce_main
 from .runs import RunSummary, list_runs
-from .study.cli import add_study_arguments, cmd_study
+from .study.cli import add_study_arguments, cmd_study, json_object
 from .train import TrainingFailed, build_method, train
 from .train_config import TrainConfig
 
@@ -63,15 +62,7 @@ BUDGET_OPTIONS = ("backbone", "method", "mode", "budget", "hyper", "targets")
 
 
 def _hyper(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--hyper {text!r} is not JSON ({err.msg}); write e.g. '{{\"block_size\": 64}}'") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--hyper {text!r} must be a JSON object, e.g. '{{\"rank\": 4}}'")
-    return value
+    return json_object("--hyper", text, '{"block_size": 64}') if text else {}
 
 
 def _targets(values: list[str] | None) -> list[str] | str | None:

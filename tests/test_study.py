@@ -262,4 +262,4 @@ def test_cli_study_from_a_yaml_spec_and_bad_flags_in_one_line(tmp_path, capsys):
     assert main(["study", "--name", "x", "--methods", "lora", "--budgets", "2k", "--seeds", ""]) == 2
     assert "seed list is empty" in capsys.readouterr().err
     assert main(["study", "--name", "x", "--methods", "adapter", "--hyper", "[64]", "--baseline", "adapter"]) == 2
-    assert "--hyper takes a JSON object, got '[64]'" in capsys.readouterr().err
+    assert "--hyper '[64]' must be a JSON object" in capsys.readouterr().err

@@ -35,13 +35,14 @@ def _list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
-def _json(flag: str, text: str) -> dict:
+def json_object(flag: str, text: str, example: str) -> dict:
+    """A flag's JSON object, or a one-line error naming the flag and showing ``example``."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{flag} {text!r} is not JSON ({err}); give a JSON object in single quotes") from None
+        raise ValueError(f"{flag} {text!r} is not JSON ({err.msg}); write e.g. '{example}'") from None
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} takes a JSON object, got {text!r}")
+        raise ValueError(f"{flag} {text!r} must be a JSON object, e.g. '{example}'")
     return value
 
 
@@ -50,7 +51,8 @@ def spec_from_args(args: argparse.Namespace) -> StudySpec:
         return StudySpec.load(args.spec)
     if not args.name or not args.methods:
         raise ValueError("give a spec file, or --name and --methods (with --budgets and --seeds)")
-    train, hyper = _json("--train", args.train), _json("--hyper", args.hyper)
+    train = json_object("--train", args.train, '{"max_steps": 150}')
+    hyper = json_object("--hyper", args.hyper, '{"adapter": {"bottleneck": 64}}')
     try:
         seeds = [int(s) for s in _list(args.seeds)]
         lrs = [float(v) for v in _list(args.lrs)] or [None]
