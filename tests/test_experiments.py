@@ -290,3 +290,19 @@ def test_tradeoff_sweeps_as_a_study_with_intervals_over_seeds(tmp_path):
     assert rows.loc["surm-circulant"].p_value.notna().all() and rows.loc["lora"].vs_baseline.isna().all()
     assert table.on_frontier.any() and (tmp_path / "studies" / "tiny-bert-rotten-tomatoes" / "summary.csv").exists()
     assert len(tradeoff.figures(table)) == 2
+
+
+def test_every_training_option_of_an_image_grid_reaches_its_cells():
+    """A Grid field that is a training option must arrive in each cell's TrainConfig (eval_every once did not)."""
+    from dataclasses import fields, replace
+
+    from surmlab.train_config import TrainConfig
+
+    p = replace(low_resource.PROFILES["cpu"], eval_every=7, epochs=3, batch_size=8, max_steps=9, max_eval=5)
+    spec = p.study("fashion-mnist", "1shot", shots_per_class=1)
+    config = spec.train_config(spec.cells()[0], "runs")
+    shared = {f.name for f in fields(p)} & {f.name for f in fields(TrainConfig)}
+    assert shared >= {"eval_every", "epochs", "batch_size", "max_steps", "max_eval", "image_size", "seeds"} - {"seeds"}
+    for name in shared - {"backbone"}:
+        assert config[name] == getattr(p, name), name
+    assert config["shots_per_class"] == 1 and config["backbone"] == p.backbone

@@ -66,6 +66,7 @@ class Grid:
                 image_size=self.image_size,
                 batch_size=self.batch_size,
                 epochs=self.epochs,
+                eval_every=self.eval_every or None,
                 **train,
             ),
         )
