@@ -1,5 +1,6 @@
 """Studies: statistics against closed forms, the spec's checks, and a small grid end to end."""
 
+import json
 import math
 import threading
 import time
@@ -162,6 +163,10 @@ def test_a_folder_of_another_spec_is_refused(tmp_path):
     StudySpec.from_dict(BASE).claim(tmp_path / "s")  # the same spec: fine
     with pytest.raises(ValueError, match="different spec \\(differs in seeds\\)"):
         StudySpec.from_dict({**BASE, "seeds": [0, 1, 2]}).claim(tmp_path / "s")
+    older = StudySpec.from_dict(BASE).to_dict()
+    del older["hyper"]  # a folder written before the spec had ``hyper`` is the same study
+    (tmp_path / "s" / "spec.json").write_text(json.dumps(older))
+    StudySpec.from_dict(BASE).claim(tmp_path / "s")
 
 
 # -- end to end --------------------------------------------------------------------------------------------

@@ -159,9 +159,11 @@ class StudySpec:
         """Write the spec into a new study folder, or check that ``folder`` was written by this spec."""
         file = folder / SPEC_FILE
         if file.exists():
-            saved = read_json(file)
-            if saved != json.loads(json.dumps(self.to_dict())):
-                changed = sorted(k for k in set(saved) | set(self.to_dict()) if saved.get(k) != self.to_dict().get(k))
+            # read through from_dict: a key added since the folder was written takes its default
+            saved = json.loads(json.dumps(StudySpec.from_dict(read_json(file)).to_dict()))
+            mine = json.loads(json.dumps(self.to_dict()))
+            if saved != mine:
+                changed = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
                 raise ValueError(
                     f"{folder} holds a study with a different spec (differs in {', '.join(changed)}); "
                     "use another folder or name, or the spec saved there"

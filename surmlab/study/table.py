@@ -132,7 +132,7 @@ def markdown(summary: pd.DataFrame, digits: int = 3) -> str:
     ]
     for row in summary.itertuples():
         half = (row.ci_high - row.ci_low) / 2 if pd.notna(row.ci_high) else 0.0
-        score = f"{row.mean:.{digits}f} ± {half:.{digits}f}" if pd.notna(row.mean) else "failed"
+        score = f"{row.mean:.{digits}f} ± {half:.{digits}f}" if pd.notna(row.mean) else "no result"
         versus = ""
         if pd.notna(getattr(row, "vs_baseline", math.nan)):
             versus = (
