@@ -14,7 +14,7 @@ import pandas as pd
 
 from .. import plots
 from ..runs import list_runs
-from ..study import StudySpec
+from ..study import StudySpec, check_budgets
 from ..study import figures as study_figures
 from . import common
 
@@ -68,9 +68,7 @@ def validate(p: Params) -> None:
     if not p.budgets:
         raise ValueError("sweep needs at least one budget")
     common.check_positive(workers=p.workers)
-    spec(p)  # methods, seeds and training options checked by the study's own rules
-    for budget in p.budgets:
-        common.check_budgets(p.backbone, 2, p.sweep, budget)
+    check_budgets(spec(p))  # the study's own checks: methods, seeds, training options, every budget
 
 
 def frontier(table: pd.DataFrame, x: str, y: str) -> pd.Series:
