@@ -286,6 +286,48 @@ def test_download_delete_and_compare(tmp_path):
     assert list(display_table(list_runs(tmp_path))["status"]) == ["completed"]
 
 
+def test_download_never_follows_a_link_out_of_the_run(tmp_path):
+    """A planted run folder cannot make the app serve another file: a link inside adapter/ (at any
+    depth), a symlinked adapter/, a symlinked run folder or a FIFO are refused, naming the entry."""
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("TOP SECRET")
+    runs = tmp_path / "runs"
+    lab = Lab(runs)
+
+    nested = fake_run(runs, "20250101-000000-nested")  # an honest adapter with a subfolder is served whole
+    (nested / "adapter" / "extra").mkdir()
+    (nested / "adapter" / "extra" / "notes.txt").write_text("fine")
+    archive, message = lab.adapter_zip(nested.name)
+    assert sorted(zipfile.ZipFile(archive).namelist()) == ["adapter_config.json", "extra/notes.txt"], message
+
+    planted = {}
+    run = fake_run(runs, "20250101-000001-link")
+    (run / "adapter" / "passwd").symlink_to(secret)
+    planted[run.name] = f"{run.name}/adapter/passwd is a symbolic link"
+    run = fake_run(runs, "20250101-000002-deep")
+    (run / "adapter" / "sub").mkdir()
+    (run / "adapter" / "sub" / "x").symlink_to(secret)
+    planted[run.name] = f"{run.name}/adapter/sub/x is a symbolic link"
+    run = fake_run(runs, "20250101-000003-dirlink")
+    (run / "adapter" / "sub").symlink_to(secret.parent)
+    planted[run.name] = f"{run.name}/adapter/sub is a symbolic link"
+    run = fake_run(runs, "20250101-000004-adapterlink", adapter=False)
+    (run / "adapter").symlink_to(secret.parent)
+    planted[run.name] = f"{run.name}/adapter is a symbolic link"
+    (runs / "20250101-000005-runlink").symlink_to(nested)
+    planted["20250101-000005-runlink"] = "20250101-000005-runlink is a symbolic link"
+    run = fake_run(runs, "20250101-000006-fifo")
+    os.mkfifo(run / "adapter" / "pipe")  # reading it would block the server
+    planted[run.name] = f"{run.name}/adapter/pipe is not a regular file"
+
+    for name, why in planted.items():
+        archive, message = lab.adapter_zip(name)
+        assert archive is None and message.startswith("Not served: ") and why in message, (name, message)
+    served = [zipfile.ZipFile(p).read(n) for p in lab.downloads.glob("*.zip") for n in zipfile.ZipFile(p).namelist()]
+    assert b"TOP SECRET" not in served and len(served) == 2  # only the honest run's two files ever left
+
+
 def test_the_page_builds_and_launch_defaults_are_safe(tmp_path):
     from surmlab.app import DEFAULT_HOST, build_app
 

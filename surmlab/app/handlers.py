@@ -22,6 +22,7 @@ from ..methods import method_info
 from ..runs import RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
+from .download import UnsafeFolder, zip_folder
 from .jobs import JobManager, JobRecord
 from .readout import BudgetReadout, Readout, parse_targets, takes_mode, takes_targets
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
@@ -334,12 +335,18 @@ class Lab:
         if path is None:
             return None, "Choose a run."
         adapter = path / "adapter"
-        if not adapter.is_dir() or not any(adapter.iterdir()):
+        if not path.is_symlink() and not adapter.is_symlink() and (not adapter.is_dir() or not any(adapter.iterdir())):
             status = read_summary(path).status or "unknown"
             return None, f"{name} has no saved adapter (status: {status})."
-        archive = shutil.make_archive(str(self.downloads / f"{name}-adapter"), "zip", root_dir=adapter)
-        files = ", ".join(sorted(p.name for p in adapter.iterdir()))
-        return archive, f"Adapter of {name}: {files}."
+        archive = self.downloads / f"{name}-adapter.zip"
+        try:
+            files = zip_folder(path, "adapter", archive)
+        except UnsafeFolder as err:
+            log.warning("download refused: %s", err)
+            return None, f"Not served: {err}."
+        except OSError as err:  # deleted while zipping
+            return None, f"Could not read the adapter of {name}: {err.strerror or err}."
+        return str(archive), f"Adapter of {name}: {', '.join(sorted(files))}."
 
     def delete(self, name: str | None) -> str:
         path = self._run_path(name)
