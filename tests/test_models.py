@@ -9,7 +9,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from surmlab import SurmConfig, hub, inject, models, trainable_parameters
-from surmlab.models import ImageClassifier, TextClassifier, assets, list_backbones, load_backbone, resolve_backbone
+from surmlab.models import (
+    ImageClassifier,
+    TextClassifier,
+    assets,
+    backbones,
+    list_backbones,
+    load_backbone,
+    resolve_backbone,
+)
 
 pytestmark = pytest.mark.usefixtures("offline_cache")
 
@@ -251,3 +259,40 @@ def test_resolve_backbone_names_the_kind_without_building():
 def test_image_size_is_refused_for_text_backbones(name):
     with pytest.raises(ValueError, match="image_size applies to image backbones"):
         load_backbone(name, 2, image_size=32)
+
+
+# -- the registry -------------------------------------------------------------------------------
+
+
+def test_a_new_backbone_is_one_decorated_loader(monkeypatch):
+    """Registered by decoration, it is listed, resolved and built; the loader gets only what it asks for."""
+    monkeypatch.setattr(backbones, "BACKBONES", dict(backbones.BACKBONES))
+    calls = []
+
+    @backbones.register_backbone("tiny-vit-wide", modality="image")
+    def load_wide(num_labels: int, image_size: int | None) -> backbones.Backbone:
+        calls.append((num_labels, image_size))
+        return backbones.load_tiny_vit(num_labels=num_labels, pretrained=False, image_size=image_size)
+
+    assert "tiny-vit-wide" in list_backbones()
+    assert resolve_backbone("tiny-vit-wide") == ("named", "tiny-vit-wide")
+    bb = load_backbone("tiny-vit-wide", 3, image_size=16)
+    assert calls == [(3, 16)]
+    assert (bb.name, bb.num_labels, bb.modality) == ("tiny-vit-wide", 3, "image")
+    assert bb.model(torch.zeros(1, 3, 16, 16)).shape == (1, 3)
+
+
+def test_register_backbone_refuses_unknown_arguments_and_repeats(monkeypatch):
+    monkeypatch.setattr(backbones, "BACKBONES", dict(backbones.BACKBONES))
+    with pytest.raises(TypeError, match=r"takes \['depth'\]"):
+
+        @backbones.register_backbone("deep", modality="image")
+        def load_deep(num_labels: int, depth: int) -> backbones.Backbone: ...
+
+    with pytest.raises(ValueError, match="'tiny-bert' is registered twice"):
+
+        @backbones.register_backbone("tiny-bert", modality="text")
+        def load_again(num_labels: int) -> backbones.Backbone: ...
+
+    with pytest.raises(ValueError, match="unknown modality 'audio'"):
+        backbones.register_backbone("wav", modality="audio")

