@@ -4,6 +4,11 @@ Parameter layouts follow the documented conventions: a block grid ``(p, q, ...)`
 ``(a, b)`` occupies rows ``a*n:(a+1)*n`` and columns ``b*n:(b+1)*n``.
 """
 
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -81,29 +86,98 @@ def oracle_blocks(m) -> tuple[dict[tuple[int, int], np.ndarray], int, int, int]:
     return blocks, p, q, n
 
 
+# -- one oracle per family -----------------------------------------------------------------------------
+#
+# Every family-parametrised test (structures, budget, tuner) runs over ``surmlab.structures.FAMILIES``; what
+# those tests need to know about a family comes from its entry here, written from the family's definition
+# (the README's family table), never from its code. A new family is its structure module, its registry
+# line and an ``Oracle`` below; ``test_every_family_has_an_oracle`` names a family that lacks one.
+
+Shapes = Sequence[tuple[int, int]]  # (out, in) of each layer
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """An independent description of one family.
+
+    ``dense(m)``: ``S`` built from the module's parameters by the definition (numpy / scipy).
+    ``count(out, in, hyper)``: the closed form of the README's family table.
+    ``settings(shapes)``: every hyper-parameter setting valid for all ``shapes`` at once (what the budget
+    solver may choose among), enumerated from the definition.
+    ``example(out, in)``: a non-trivial setting for one layer, for the shared checks.
+    """
+
+    dense: Callable[[Any], np.ndarray]
+    count: Callable[[int, int, dict], int]
+    settings: Callable[[Shapes], list[dict]]
+    example: Callable[[int, int], dict]
+
+
+def all_divisors(k: int) -> list[int]:
+    return [d for d in range(1, k + 1) if k % d == 0]
+
+
+def shared_block_sizes(shapes: Shapes) -> list[int]:
+    return all_divisors(math.gcd(*[d for shape in shapes for d in shape]))
+
+
+def example_block(out_features: int, in_features: int) -> int:
+    """The largest block size up to 256 that tiles the layer (a grid of several blocks on big layers)."""
+    return max(d for d in all_divisors(math.gcd(out_features, in_features)) if d <= 256)
+
+
+def grid_count(out_features: int, in_features: int, n: int, per_block: int) -> int:
+    return (out_features // n) * (in_features // n) * per_block
+
+
+def _conv_oracle(per_block: Callable[[int], int]) -> Oracle:
+    return Oracle(
+        dense=lambda m: tile(*oracle_blocks(m)),
+        count=lambda o, i, h: grid_count(o, i, h["block_size"], per_block(h["block_size"])),
+        settings=lambda shapes: [{"block_size": n} for n in shared_block_sizes(shapes)],
+        example=lambda o, i: {"block_size": example_block(o, i)},
+    )
+
+
+ORACLES: dict[str, Oracle] = {
+    "circulant": _conv_oracle(lambda n: n),
+    "symmetric_toeplitz": _conv_oracle(lambda n: n),
+    "toeplitz": _conv_oracle(lambda n: 2 * n - 1),
+    "ldr": Oracle(
+        dense=lambda m: tile(*oracle_blocks(m)),
+        count=lambda o, i, h: grid_count(o, i, h["block_size"], 2 * h["rank"] * h["block_size"]),
+        settings=lambda shapes: [
+            {"block_size": n, "rank": r} for n in shared_block_sizes(shapes) for r in range(1, n + 1)
+        ],
+        example=lambda o, i: {"block_size": example_block(o, i), "rank": min(3, example_block(o, i))},
+    ),
+    "kronecker": Oracle(
+        dense=lambda m: np.kron(to_numpy(m.a), to_numpy(m.b)),
+        count=lambda o, i, h: h["factors"][0] * h["factors"][1] + (o // h["factors"][0]) * (i // h["factors"][1]),
+        settings=lambda shapes: [
+            {"factors": [m1, n1]}
+            for m1 in all_divisors(math.gcd(*[s[0] for s in shapes]))
+            for n1 in all_divisors(math.gcd(*[s[1] for s in shapes]))
+        ],
+        example=lambda o, i: {},  # the default factor shape (fewest parameters)
+    ),
+    "lowrank": Oracle(
+        dense=lambda m: to_numpy(m.b) @ to_numpy(m.a),
+        count=lambda o, i, h: h["rank"] * (i + o),
+        settings=lambda shapes: [{"rank": r} for r in range(1, min(min(s) for s in shapes) + 1)],
+        example=lambda o, i: {"rank": min(8, o, i)},
+    ),
+}
+
+
 def oracle_dense(m) -> np.ndarray:
     """``S`` of any family, from its parameters and the family's definition."""
-    if m.family == "kronecker":
-        return np.kron(to_numpy(m.a), to_numpy(m.b))
-    if m.family == "lowrank":
-        return to_numpy(m.b) @ to_numpy(m.a)
-    blocks, p, q, n = oracle_blocks(m)
-    return tile(blocks, p, q, n)
+    return ORACLES[m.family].dense(m)
 
 
 def expected_count(family: str, out_features: int, in_features: int, hyper: dict) -> int:
     """Closed-form parameter count from the README's family table."""
-    if family in ("circulant", "symmetric_toeplitz", "toeplitz", "ldr"):
-        n = hyper["block_size"]
-        blocks = (out_features // n) * (in_features // n)
-        per_block = {"circulant": n, "symmetric_toeplitz": n, "toeplitz": 2 * n - 1}.get(family)
-        return blocks * (per_block if per_block is not None else 2 * hyper["rank"] * n)
-    if family == "kronecker":
-        m1, n1 = hyper["factors"]
-        return m1 * n1 + (out_features // m1) * (in_features // n1)
-    if family == "lowrank":
-        return hyper["rank"] * (in_features + out_features)
-    raise ValueError(family)
+    return ORACLES[family].count(out_features, in_features, hyper)
 
 
 def rel_err(got, want) -> float:

@@ -1,45 +1,32 @@
 """Budget solver against a brute-force enumeration written from the README's family table."""
 
-import math
+import functools
 import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from oracles import ORACLES
 
 from surmlab.budget import BudgetError, Target, layer_count, parse_budget, plan, solve
+from surmlab.structures import FAMILIES
 
-FAMILY_NAMES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "kronecker", "lowrank"]
+FAMILY_NAMES = list(FAMILIES)  # every registered family; its settings and counts come from its oracle
 
 # A ViT-B-like mix of shapes (out x in): attention slice, MLP up, MLP down.
-MIXED = [Target("q", 768, 768), Target("fc1", 3072, 768), Target("fc2", 768, 3072)]
-SQUARE = [Target(f"blocks.{i}.attn.proj", 384, 384) for i in range(4)]
-SMALL = [Target("a", 24, 36), Target("b", 36, 24)]
+MIXED = (Target("q", 768, 768), Target("fc1", 3072, 768), Target("fc2", 768, 3072))
+SQUARE = tuple(Target(f"blocks.{i}.attn.proj", 384, 384) for i in range(4))
+SMALL = (Target("a", 24, 36), Target("b", 36, 24))
 
 
-def divisors(k):
-    return [d for d in range(1, k + 1) if k % d == 0]
-
-
+@functools.cache
 def brute_force_counts(family, targets, mode):
-    """Every achievable total count, enumerated independently of surmlab (one hyper setting for all layers)."""
-    outs, ins = [t.out_features for t in targets], [t.in_features for t in targets]
-    bias = sum(outs) if mode == "adapter" else 0
-    totals = set()
-    if family in ("circulant", "symmetric_toeplitz", "toeplitz", "ldr"):
-        for n in divisors(math.gcd(*outs, *ins)):
-            blocks = sum((o // n) * (i // n) for o, i in zip(outs, ins, strict=True))
-            if family == "ldr":
-                totals |= {blocks * 2 * r * n + bias for r in range(1, n + 1)}
-            else:
-                totals.add(blocks * (2 * n - 1 if family == "toeplitz" else n) + bias)
-    elif family == "kronecker":
-        for m1 in divisors(math.gcd(*outs)):
-            for n1 in divisors(math.gcd(*ins)):
-                totals.add(sum(m1 * n1 + (o // m1) * (i // n1) for o, i in zip(outs, ins, strict=True)) + bias)
-    elif family == "lowrank":
-        totals = {r * sum(o + i for o, i in zip(outs, ins, strict=True)) + bias for r in range(1, min(outs + ins) + 1)}
-    return sorted(totals)
+    """Every achievable total count, enumerated from the family's oracle (one setting shared by all layers)."""
+    targets = list(targets)
+    oracle = ORACLES[family]
+    bias = sum(t.out_features for t in targets) if mode == "adapter" else 0
+    settings = oracle.settings([t.shape for t in targets])
+    return sorted({sum(oracle.count(t.out_features, t.in_features, h) for t in targets) + bias for h in settings})
 
 
 def numbers_in(message):

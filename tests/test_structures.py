@@ -7,31 +7,22 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from oracles import displacement_rank, expected_count, oracle_blocks, oracle_dense, rel_err, to_numpy
+from oracles import ORACLES, displacement_rank, oracle_blocks, oracle_dense, rel_err, to_numpy
 from torch import nn
 
 from surmlab.budget import Target, layer_count
 from surmlab.structures import FAMILIES, make
 
-FAMILY_NAMES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "kronecker", "lowrank"]
+# Every family in the registry; what a test needs to know about one comes from its oracle (tests/oracles.py).
+FAMILY_NAMES = list(FAMILIES)
 FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"]
 
-# (out, in) -> block size for the block families; chosen so grids are 1x1, 9x3, 1x4, 1x1 (odd), 5x7.
-BLOCK = {(768, 768): 768, (2304, 768): 256, (768, 3072): 768, (37, 37): 37, (15, 21): 3}
-LDR_RANK = {(768, 768): 2, (2304, 768): 3, (768, 3072): 2, (37, 37): 4, (15, 21): 2}
-KRON_FACTORS = {(768, 768): None, (2304, 768): [48, 32], (768, 3072): [24, 64], (37, 37): None, (15, 21): [3, 7]}
-LOW_RANK = {(768, 768): 8, (2304, 768): 8, (768, 3072): 8, (37, 37): 5, (15, 21): 4}
-SHAPES = list(BLOCK)
+# Square, fused-qkv-like, MLP-down-like, odd-sized and small rectangular layers (out, in).
+SHAPES = [(768, 768), (2304, 768), (768, 3072), (37, 37), (15, 21)]
 
 
 def hyper_for(family, shape):
-    if family in ("circulant", "toeplitz", "symmetric_toeplitz"):
-        return {"block_size": BLOCK[shape]}
-    if family == "ldr":
-        return {"block_size": BLOCK[shape], "rank": LDR_RANK[shape]}
-    if family == "kronecker":
-        return {} if KRON_FACTORS[shape] is None else {"factors": KRON_FACTORS[shape]}
-    return {"rank": LOW_RANK[shape]}
+    return ORACLES[family].example(*shape)
 
 
 def randomize(module, std=1.0):
@@ -43,17 +34,20 @@ def randomize(module, std=1.0):
 
 def build(family, shape, **override):
     out_features, in_features = shape
-    hyper = {**hyper_for(family, shape), **override} if shape in BLOCK else override
-    return randomize(make(family, in_features, out_features, **hyper))
+    return randomize(make(family, in_features, out_features, **{**hyper_for(family, shape), **override}))
 
 
 def build_half_test_structure(family):
-    """A 48x96 layer of 16-blocks (rank 2 for LDR) for the dtype tests."""
-    return build(family, (48, 96), block_size=16, **({"rank": 2} if family == "ldr" else {}))
+    """A 48x96 layer (of 16-blocks where the family has blocks) for the dtype tests."""
+    hyper = hyper_for(family, (48, 96))
+    return build(family, (48, 96), **({"block_size": 16} if "block_size" in hyper else {}))
 
 
-def test_families_registered():
-    assert sorted(FAMILIES) == sorted(FAMILY_NAMES)
+def test_every_family_has_an_oracle():
+    """The shared tests cover every registered family: each needs its oracle in tests/oracles.py."""
+    missing = sorted(set(FAMILIES) - set(ORACLES))
+    assert not missing, f"families without an oracle in tests/oracles.py: {missing}"
+    assert not set(ORACLES) - set(FAMILIES), f"oracles of unregistered families: {sorted(set(ORACLES) - set(FAMILIES))}"
 
 
 # -- forward == dense, dense == oracle ----------------------------------------------------------------
@@ -155,7 +149,7 @@ def test_parameter_counts(family, shape):
     actual = sum(p.numel() for p in m.parameters())
     assert actual == type(m).num_parameters(in_features, out_features, **m.hyper)
     assert actual == layer_count(family, Target("layer", out_features, in_features), m.hyper)
-    assert actual == expected_count(family, out_features, in_features, m.hyper)
+    assert actual == ORACLES[family].count(out_features, in_features, m.hyper)
     # the adapter mode adds a bias of size out
     assert layer_count(family, Target("layer", out_features, in_features), m.hyper, "adapter") == actual + out_features
 
@@ -171,25 +165,13 @@ def test_kronecker_default_factors_cover_the_layer():
 # -- hypothesis: random small shapes ------------------------------------------------------------------
 
 
-def _divisors(k):
-    return [d for d in range(1, k + 1) if k % d == 0]
-
-
 @st.composite
 def small_structures(draw):
+    """A registered family on a small layer with any of its valid settings (from its oracle)."""
     family = draw(st.sampled_from(FAMILY_NAMES))
     n, p, q = draw(st.integers(1, 8)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     out_features, in_features = p * n, q * n
-    if family in ("circulant", "toeplitz", "symmetric_toeplitz"):
-        hyper = {"block_size": n}
-    elif family == "ldr":
-        hyper = {"block_size": n, "rank": draw(st.integers(1, n))}
-    elif family == "kronecker":
-        hyper = {
-            "factors": [draw(st.sampled_from(_divisors(out_features))), draw(st.sampled_from(_divisors(in_features)))]
-        }
-    else:
-        hyper = {"rank": draw(st.integers(1, min(out_features, in_features)))}
+    hyper = draw(st.sampled_from(ORACLES[family].settings([(out_features, in_features)])))
     return family, out_features, in_features, hyper
 
 
@@ -206,7 +188,7 @@ def test_property_forward_dense_oracle_counts(spec, tokens):
     actual = sum(p.numel() for p in m.parameters())
     assert actual == type(m).num_parameters(in_features, out_features, **hyper)
     assert actual == layer_count(family, Target("t", out_features, in_features), hyper)
-    assert actual == expected_count(family, out_features, in_features, m.hyper)
+    assert actual == ORACLES[family].count(out_features, in_features, m.hyper)
     if family == "ldr":
         n = hyper["block_size"]
         blocks, *_ = oracle_blocks(m)
@@ -283,7 +265,7 @@ def test_unknown_family_lists_known():
         assert name in str(info.value)
 
 
-@pytest.mark.parametrize("family", ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"])
+@pytest.mark.parametrize("family", [f for f in FAMILY_NAMES if "block_size" in hyper_for(f, (15, 21))])
 def test_non_dividing_block_size_names_valid_options(family):
     """block_size=4 on a 15x21 layer: the message names the size, the layer and the divisors 1, 3."""
     with pytest.raises(ValueError) as info:

@@ -17,9 +17,10 @@ from transformers import BertConfig, BertForSequenceClassification
 import surmlab
 from surmlab import BudgetError, SurmConfig, SurmLinear, inject, load_adapter, merge, save_adapter, unload, unmerge
 from surmlab.budget import Target, solve
+from surmlab.structures import FAMILIES
 from surmlab.tuner import surm_layers
 
-FAMILY_NAMES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "kronecker", "lowrank"]
+FAMILY_NAMES = list(FAMILIES)  # every registered family
 MODES = ["lora", "adapter"]
 BACKBONES = ["vit", "bert"]
 DEPTH = 2
