@@ -272,6 +272,48 @@ def test_status_block_shows_progress_and_reasons(tmp_path):
     assert "<script>" not in status_html("failed", "<script>", None, None)
 
 
+def tiny_hf_folder(path: Path) -> Path:
+    """A BERT the size of tiny-bert saved as a local Hugging Face folder (config, vocabulary, weights)."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"]) + "\n")
+    BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=7, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(path)
+    return path
+
+
+def test_a_local_backbone_folder_is_fenced_by_the_data_roots(tmp_path):
+    """hf:/any/folder typed in the page would make the server read that folder as a model: outside the
+    data roots (directly, by a link, by .., or through timm's local-dir:) it is refused before any read,
+    in the readout and at Start; inside them it is read."""
+    outside = tiny_hf_folder(tmp_path / "elsewhere" / "model")
+    allowed = tmp_path / "allowed"
+    inside = tiny_hf_folder(allowed / "model")
+    (allowed / "escape").symlink_to(outside.parent)
+    lab = Lab(tmp_path / "runs", data_roots=[allowed])
+    for backbone in (
+        f"hf:{outside}",
+        str(outside),
+        f"hf:{allowed}/escape/model",
+        f"hf:{allowed}/../elsewhere/model",
+        f"timm:local-dir:{outside}",
+        "hf:/etc",
+    ):
+        readout = lab.plan(Form(**{**FORM_SMALL, "backbone": backbone}))
+        assert not readout.ok and "data roots" in readout.message and "--data-root" in readout.message, backbone
+        message = lab.start(Form(**{**FORM_SMALL, "backbone": backbone}))
+        assert message.startswith("**Cannot start:** backbone ") and "data roots" in message, message
+    assert lab.jobs.snapshot().current is None and not lab.jobs.snapshot().pending
+    readout = lab.plan(Form(**{**FORM_SMALL, "backbone": f"hf:{inside}"}))
+    assert readout.ok and readout.trainable, readout.message
+    assert lab.plan(Form(**{**FORM_SMALL, "backbone": "tiny-bert"})).ok  # named backbones are not paths
+    assert Lab(tmp_path / "runs2", data_roots=[tmp_path]).plan(Form(**{**FORM_SMALL, "backbone": f"hf:{outside}"})).ok
+
+
 def test_download_delete_and_compare(tmp_path):
     lab = Lab(tmp_path)
     run = fake_run(tmp_path, "20250101-000000-a")

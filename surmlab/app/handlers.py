@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from ..methods import method_info
+from ..models import list_backbones
 from ..runs import RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
@@ -164,18 +165,49 @@ class Tick:
 USER_DATA_PREFIXES = ("folder", "csv", "tsv")
 
 
+def _outside_roots(path: Path, roots: list[Path]) -> bool:
+    path = path.expanduser().resolve()
+    return not any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _roots_text(roots: list[Path]) -> str:
+    return ", ".join(str(r) for r in roots)
+
+
 def check_data_path(task: str, roots: list[Path]) -> None:
     """A page may name only data under the folders whoever started the app allowed (``--data-root``):
     ``csv:/etc/passwd`` or ``folder:/`` from a browser is refused, symbolic links resolved first."""
     prefix, _, rest = task.partition(":")
     if prefix not in USER_DATA_PREFIXES or not rest:
         return
-    path = Path(rest).expanduser().resolve()
-    if not any(path == root or path.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots)
+    if _outside_roots(Path(rest), roots):
         raise ValueError(
-            f"{prefix}: paths must lie under the app's data roots ({allowed}); start the app with "
+            f"{prefix}: paths must lie under the app's data roots ({_roots_text(roots)}); start the app with "
             "--data-root FOLDER to allow another folder"
+        )
+
+
+def backbone_path(backbone: str) -> Path | None:
+    """The local path a backbone name makes the server read as a model, or None (a named backbone or a
+    hub id). Scheme prefixes (``hf:``, ``timm:``, timm's ``local-dir:``) are peeled off; what is left is
+    a path when it is absolute, starts with ``.`` or ``~``, or exists (the loaders try a folder first)."""
+    if backbone in list_backbones():
+        return None
+    ref = backbone
+    while (head := ref.partition(":"))[1] and head[0] and all(c.isalnum() or c in "-_" for c in head[0]):
+        ref = head[2]
+    path = Path(ref)
+    return path if ref and (path.is_absolute() or ref.startswith((".", "~")) or path.exists()) else None
+
+
+def check_backbone_path(backbone: str, roots: list[Path]) -> None:
+    """``hf:/any/folder`` typed in the page would make the server read that folder as a model: a local
+    backbone must lie under the same ``--data-root`` folders as data, symbolic links resolved first."""
+    path = backbone_path(backbone)
+    if path is not None and _outside_roots(path, roots):
+        raise ValueError(
+            f"backbone {backbone!r}: a local model folder must lie under the app's data roots "
+            f"({_roots_text(roots)}); start the app with --data-root FOLDER to allow another folder"
         )
 
 
@@ -204,6 +236,10 @@ class Lab:
     def plan(self, form: Form) -> Readout:
         """The budget readout for the form (never raises)."""
         try:
+            check_backbone_path(form.backbone or "", self.data_roots)
+        except ValueError as err:
+            return Readout(False, str(err))
+        try:
             return self.readout(
                 form.backbone,
                 form.task,
@@ -221,6 +257,7 @@ class Lab:
         try:
             config = form.to_config(self.runs_dir, preset)
             check_data_path(config.task, self.data_roots)
+            check_backbone_path(config.backbone, self.data_roots)
         except ValueError as err:
             return f"**Cannot start:** {err}"
         readout = self.plan(form)
