@@ -170,6 +170,40 @@ ORACLES: dict[str, Oracle] = {
 }
 
 
+def monarch_dense(m) -> np.ndarray:
+    """``P2 blockdiag(R) P1 blockdiag(L)`` with the permutations written as 0/1 matrices: ``P1`` sends
+    entry ``a k + j`` of the ``k r`` first-factor outputs (block-major) to input ``a`` of ``R_j`` (position
+    ``j r + a``); ``P2`` sends output ``o`` of ``R_j`` (position ``j out/k + o``) to row ``o k + j``."""
+    left, right = to_numpy(m.left), to_numpy(m.right)  # (k, r, in/k), (k, out/k, r)
+    k, r, _ = left.shape
+    s = right.shape[1]
+    p1 = np.zeros((k * r, k * r))
+    for j in range(k):
+        for a in range(r):
+            p1[j * r + a, a * k + j] = 1.0
+    p2 = np.zeros((k * s, k * s))
+    for j in range(k):
+        for o in range(s):
+            p2[o * k + j, j * s + o] = 1.0
+    return p2 @ scipy.linalg.block_diag(*right) @ p1 @ scipy.linalg.block_diag(*left)
+
+
+def monarch_settings(shapes: Shapes) -> list[dict]:
+    return [
+        {"nblocks": k, "block_rank": r}
+        for k in shared_block_sizes(shapes)
+        for r in range(1, min(min(o, i) // k for o, i in shapes) + 1)
+    ]
+
+
+ORACLES["monarch"] = Oracle(
+    dense=monarch_dense,
+    count=lambda o, i, h: h["block_rank"] * (o + i),
+    settings=monarch_settings,
+    example=lambda o, i: {"nblocks": 4, "block_rank": min(3, min(o, i) // 4)} if math.gcd(o, i) % 4 == 0 else {},
+)
+
+
 def oracle_dense(m) -> np.ndarray:
     """``S`` of any family, from its parameters and the family's definition."""
     return ORACLES[m.family].dense(m)

@@ -305,3 +305,45 @@ def test_circulant_first_column_is_the_kernel():
         m.weight.copy_(c.view(1, 1, 5))
         y = m(torch.eye(5)[0])
     assert torch.allclose(y, c) and math.isclose(y.sum().item(), 15.0)
+
+
+# -- gradients in float64 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_gradcheck_fp64(family):
+    """Both products (forward and dense) have exact gradients for x and every parameter (finite differences)."""
+    m = randomize(make(family, 12, 8, **hyper_for(family, (8, 12)))).double()
+    names = [name for name, _ in m.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in m.parameters())
+    x = torch.randn(2, 3, 12, dtype=torch.float64, requires_grad=True)
+
+    def forward(x, *ps):
+        return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (x,))
+
+    def dense(*ps):
+        return torch.func.functional_call(m, dict(zip(names, ps, strict=True)), (), strict=False)
+
+    assert torch.autograd.gradcheck(forward, (x, *params))
+    m.forward = m.dense  # functional_call calls the module: route it to dense() for the second check
+    assert torch.autograd.gradcheck(dense, params)
+
+
+# -- monarch ------------------------------------------------------------------------------------------
+
+
+def test_monarch_rank_reaches_nblocks_times_block_rank():
+    """At LoRA rank 2's count, a 4-block Monarch has rank 8 (LoRA's is 2): the count does not cap the rank."""
+    m = build("monarch", (64, 64), nblocks=4, block_rank=2)
+    assert sum(p.numel() for p in m.parameters()) == 2 * (64 + 64)
+    dense = to_numpy(m.dense())  # computed in fp32: singular values below 1e-5 of the largest are zero
+    assert np.linalg.matrix_rank(dense, tol=1e-5 * np.linalg.norm(dense, 2)) == 8
+
+
+def test_monarch_bad_hyper_names_the_feasible_values():
+    with pytest.raises(ValueError, match=r"nblocks=5 does not divide the 15x21 layer; .*: 1, 3$"):
+        make("monarch", 21, 15, nblocks=5)
+    with pytest.raises(ValueError, match=r"block_rank=6 is out of range for nblocks=3 .* so 1\.\.5$"):
+        make("monarch", 21, 15, nblocks=3, block_rank=6)
+    with pytest.raises(ValueError, match="block_rank must be a positive integer, got 0"):
+        make("monarch", 21, 15, block_rank=0)

@@ -12,9 +12,20 @@ from .convolution import Circulant, SymmetricToeplitz, Toeplitz
 from .kronecker import Kronecker
 from .ldr import LowDisplacementRank
 from .lowrank import LowRank
+from .monarch import Monarch
 
+# One line per family: a new family is its module and its line here.
 FAMILIES: dict[str, type[Structure]] = {
-    cls.family: cls for cls in (Circulant, Toeplitz, SymmetricToeplitz, LowDisplacementRank, Kronecker, LowRank)
+    cls.family: cls
+    for cls in (
+        Circulant,
+        Toeplitz,
+        SymmetricToeplitz,
+        LowDisplacementRank,
+        Kronecker,
+        LowRank,
+        Monarch,
+    )
 }
 
 
@@ -39,6 +50,7 @@ __all__ = [
     "Kronecker",
     "LowDisplacementRank",
     "LowRank",
+    "Monarch",
     "Shape",
     "Structure",
     "SymmetricToeplitz",

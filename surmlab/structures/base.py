@@ -109,6 +109,13 @@ def resolve_block_size(in_features: int, out_features: int, block_size: int | No
     return block_size
 
 
+def positive_int(name: str, value: Any) -> int:
+    """``value`` itself when it is a positive integer; else a ``ValueError`` naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def resolve_rank(rank: int | None, default: int, limit: int, what: str) -> int:
     rank = default if rank is None else rank
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
