@@ -204,6 +204,24 @@ ORACLES["monarch"] = Oracle(
 )
 
 
+def block_lowrank_dense(m) -> np.ndarray:
+    """Block ``(i, j)`` of the ``k x k`` grid is ``B_ij A_ij``."""
+    a, b = to_numpy(m.a), to_numpy(m.b)  # (k, k, r/k, in/k), (k, k, out/k, r/k)
+    return np.block([[b[i, j] @ a[i, j] for j in range(a.shape[1])] for i in range(a.shape[0])])
+
+
+ORACLES["block_lowrank"] = Oracle(
+    dense=block_lowrank_dense,
+    count=lambda o, i, h: h["rank"] * (o + i),
+    settings=lambda shapes: [
+        {"grid": k, "rank": k * s}
+        for k in shared_block_sizes(shapes)
+        for s in range(1, min(min(o, i) // k for o, i in shapes) + 1)
+    ],
+    example=lambda o, i: {"grid": 3, "rank": 6} if math.gcd(o, i) % 3 == 0 and min(o, i) >= 6 else {},
+)
+
+
 def oracle_dense(m) -> np.ndarray:
     """``S`` of any family, from its parameters and the family's definition."""
     return ORACLES[m.family].dense(m)

@@ -347,3 +347,26 @@ def test_monarch_bad_hyper_names_the_feasible_values():
         make("monarch", 21, 15, nblocks=3, block_rank=6)
     with pytest.raises(ValueError, match="block_rank must be a positive integer, got 0"):
         make("monarch", 21, 15, block_rank=0)
+
+
+# -- block low rank ------------------------------------------------------------------------------------
+
+
+def test_block_lowrank_blocks_have_rank_r_over_k_and_s_reaches_k_r():
+    """A 3 x 3 grid at rank 6: every block has rank 2, S has rank 18 (LoRA at the same count: 6)."""
+    m = build("block_lowrank", (48, 48), grid=3, rank=6)
+    assert sum(p.numel() for p in m.parameters()) == 6 * (48 + 48)
+    dense = to_numpy(m.dense())
+    tol = 1e-5 * np.linalg.norm(dense, 2)
+    assert np.linalg.matrix_rank(dense, tol=tol) == 18
+    corners = [(i, j) for i in (0, 16, 32) for j in (0, 16, 32)]
+    assert all(np.linalg.matrix_rank(dense[i : i + 16, j : j + 16], tol=tol) == 2 for i, j in corners)
+
+
+def test_block_lowrank_bad_hyper_names_the_feasible_values():
+    with pytest.raises(ValueError, match=r"grid=2 does not divide the 15x21 layer into 2x2 blocks; .*: 1, 3$"):
+        make("block_lowrank", 21, 15, grid=2)
+    with pytest.raises(ValueError, match=r"rank=4 is out of range for grid=3 .* multiple of 3 from 3 to 15$"):
+        make("block_lowrank", 21, 15, grid=3, rank=4)
+    with pytest.raises(ValueError, match=r"rank=18 is out of range"):
+        make("block_lowrank", 21, 15, grid=3, rank=18)

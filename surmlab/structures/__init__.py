@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Shape, Structure, divisors
+from .blocklowrank import BlockLowRank
 from .convolution import Circulant, SymmetricToeplitz, Toeplitz
 from .kronecker import Kronecker
 from .ldr import LowDisplacementRank
@@ -25,6 +26,7 @@ FAMILIES: dict[str, type[Structure]] = {
         Kronecker,
         LowRank,
         Monarch,
+        BlockLowRank,
     )
 }
 
@@ -46,6 +48,7 @@ def make(name: str, in_features: int, out_features: int, **hyper: Any) -> Struct
 
 __all__ = [
     "FAMILIES",
+    "BlockLowRank",
     "Circulant",
     "Kronecker",
     "LowDisplacementRank",
