@@ -4,6 +4,13 @@ LoRA mode adds ``alpha * S x`` to the layer output, where ``S`` may cover only s
 the weight (the q and v thirds of a fused qkv projection). Adapter mode replaces the output ``h``
 with ``h + act(S h) + b``. Merge, unmerge, dtype handling and the choice between the activation-space
 and weight-space products live here once, for all families.
+
+State dicts (``model.state_dict()``, ``save_pretrained``, Trainer and accelerate checkpoints) keep a
+LoRA-mode layer's weight under its original key, holding the *effective* weight ``W + alpha S``, so
+that the plain model class loads any of them as the fine-tuned model. The pristine base weight
+travels as ``base_layer.weight`` next to the updates while the layer is unmerged; a merged layer
+writes no ``base_layer.weight``, and loading such a state dict marks the layer merged, so the update
+is never applied twice.
 """
 
 from __future__ import annotations
@@ -71,6 +78,8 @@ class SurmLinear(nn.Module):
             self.adapter_bias = None
         # Update parameters stay fp32 whatever the base dtype (FFT islands); activations follow x.
         self.updates.to(device=base_layer.weight.device)
+        self.register_state_dict_post_hook(_plain_keys)
+        self.register_load_state_dict_pre_hook(_from_plain_keys)
 
     @property
     def in_features(self) -> int:
@@ -185,6 +194,43 @@ class SurmLinear(nn.Module):
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
 
+    def has_plain_form(self) -> bool:
+        """Whether the layer equals one ``nn.Linear`` (LoRA mode on a floating-point weight)."""
+        return self.mode == "lora" and self.base_layer.weight.is_floating_point()
+
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)
         return f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}, merged={self.merged}"
+
+
+# -- state-dict layout (see the module docstring) ---------------------------------------------------------
+
+
+def _plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """``weight`` = the effective weight, ``bias`` = the base bias; ``base_layer.weight`` only when unmerged."""
+    if not module.has_plain_form():
+        return
+    base = module.base_layer
+    with torch.no_grad(), module._merge_lock:
+        if module.merged:
+            effective = state.pop(f"{prefix}base_layer.weight")
+        else:  # the same sum merge() stores, so a plain reload equals the merged model bit for bit
+            effective = (base.weight + module.delta_weight().to(base.weight.dtype)).detach()
+        state[f"{prefix}weight"] = effective
+        if f"{prefix}base_layer.bias" in state:
+            state[f"{prefix}bias"] = state.pop(f"{prefix}base_layer.bias")
+
+
+def _from_plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Map the plain keys back onto ``base_layer``; a state dict saved while merged loads merged."""
+    if module.mode != "lora":
+        return
+    if f"{prefix}bias" in state:
+        state[f"{prefix}base_layer.bias"] = state.pop(f"{prefix}bias")
+    if f"{prefix}base_layer.weight" in state:  # saved unmerged (or by an older surmlab): weight is derived
+        state.pop(f"{prefix}weight", None)
+        module.merged = False
+    elif f"{prefix}weight" in state:
+        state[f"{prefix}base_layer.weight"] = state.pop(f"{prefix}weight")
+        # With updates next to it, ``weight`` already holds them (saved merged); alone, it is a plain base model's.
+        module.merged = any(k.startswith(f"{prefix}updates.") for k in state)

@@ -7,7 +7,9 @@ wraps each target in a ``SurmLinear`` and freezes everything except the updates 
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -24,8 +26,13 @@ from .config import QKV, SurmConfig
 from .fileio import atomic_write
 from .layer import SurmLinear
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
+# surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
+CONFIG_FILE = "surm_config.json"
+WEIGHTS_FILE = "surm_model.safetensors"
+# What surmlab wrote before it had its own names; such folders still load.
+LEGACY_CONFIG_FILE = "adapter_config.json"
+LEGACY_WEIGHTS_FILE = "adapter_model.safetensors"
+FORMAT = "surmlab-adapter"
 
 
 # -- presets ----------------------------------------------------------------------------------------
@@ -248,7 +255,42 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
     # Record the resolved configuration: the solved hyper-parameters replace the budget.
     model.surm_config = replace(config, hyper=dict(plan.hyper), budget=None)
     model.surm_plan = plan
+    _guard_save_pretrained(model)
     return model
+
+
+# -- the transformers save route ---------------------------------------------------------------------------
+
+HF_CONFIG_FILE = "config.json"
+BASE_CONFIG_FILE = "surm_base_config.json"
+
+
+def _guard_save_pretrained(model: nn.Module) -> None:
+    """A model whose SURM layers have no plain form (adapter mode, integer weights) gets a ``save_pretrained``
+    whose folder transformers refuses: its ``config.json`` is kept as ``surm_base_config.json``.
+
+    Every LoRA-mode layer on float weights writes its effective weight under the plain key (see
+    ``surmlab.layer``), so transformers' ``from_pretrained`` gives the fine-tuned model and nothing
+    needs guarding. Trainer checkpoints of guarded models still resume (Trainer does not need the config)."""
+    cls_save = getattr(type(model), "save_pretrained", None)
+    if cls_save is None or not hasattr(model, "config"):
+        return
+    if all(layer.has_plain_form() for layer in surm_layers(model).values()):
+        return
+    model.save_pretrained = functools.partial(_save_pretrained_without_plain_form, model)
+
+
+def _save_pretrained_without_plain_form(model: nn.Module, save_directory: str | Path, *args: Any, **kwargs: Any) -> Any:
+    result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
+    folder = Path(save_directory)
+    if (folder / HF_CONFIG_FILE).exists():
+        os.replace(folder / HF_CONFIG_FILE, folder / BASE_CONFIG_FILE)
+    return result
+
+
+def _unguard_save_pretrained(model: nn.Module) -> None:
+    if isinstance(model.__dict__.get("save_pretrained"), functools.partial):
+        del model.__dict__["save_pretrained"]
 
 
 def _check_mergeable(model: nn.Module) -> dict[str, SurmLinear]:
@@ -279,6 +321,7 @@ def unload(model: nn.Module, merge: bool = False) -> nn.Module:
         else:
             layer.unmerge()
         set_module(model, name, layer.base_layer)
+    _unguard_save_pretrained(model)
     for attr in ("surm_config", "surm_plan"):
         if hasattr(model, attr):
             delattr(model, attr)
@@ -340,13 +383,14 @@ def backbone_name(model: nn.Module) -> str:
 
 
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
-    """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (updates + saved modules)."""
+    """Write ``surm_config.json`` and ``surm_model.safetensors`` (updates + saved modules)."""
     if not hasattr(model, "surm_config"):
         raise ValueError("model has no SURM layers; call inject() first")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in _adapter_state(model).items()}
     meta = {
+        "format": FORMAT,
         "config": model.surm_config.to_dict(),
         "backbone": backbone_name(model),
         "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in model.surm_plan.per_layer},
@@ -358,10 +402,35 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def adapter_files(path: str | Path) -> tuple[Path, Path]:
+    """``(config, weights)`` files of a surmlab adapter folder, older ``adapter_config.json`` folders included;
+    a PEFT adapter or any other folder is refused in one line."""
+    folder = Path(path)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"{path} {what}: give the folder that save_adapter or save_pretrained wrote")
+    if (folder / CONFIG_FILE).exists():
+        return folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    legacy = folder / LEGACY_CONFIG_FILE
+    if legacy.exists():
+        try:
+            peft_type = json.loads(legacy.read_text()).get("peft_type")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            peft_type = None
+        if peft_type:
+            raise ValueError(
+                f"{path} holds a PEFT {peft_type} adapter, not a surmlab one: load it with "
+                f"peft.PeftModel.from_pretrained(model, {str(path)!r})"
+            )
+        return legacy, folder / LEGACY_WEIGHTS_FILE
+    raise FileNotFoundError(
+        f"no {CONFIG_FILE} in {path}: not a surmlab adapter folder (save one with surmlab.save_adapter or "
+        "surmlab.save_pretrained)"
+    )
+
+
 def read_adapter_config(path: str | Path) -> dict[str, Any]:
-    file = Path(path) / CONFIG_FILE
-    if not file.exists():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {path}: not a surmlab adapter directory")
+    file = adapter_files(path)[0]
     try:
         meta = json.loads(file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -400,7 +469,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
     try:
         config = SurmConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as err:
-        raise ValueError(f"{Path(path) / CONFIG_FILE}: {err}") from None
+        raise ValueError(f"{adapter_files(path)[0]}: {err}") from None
     backbone = backbone_name(model)
     if meta["backbone"] != backbone:
         raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
@@ -431,6 +500,8 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
             set_module(model, name, layer)
         for attr, value in attrs.items():
             setattr(model, attr, value)
+        if previous:
+            _guard_save_pretrained(model)
         raise
     return model
 
@@ -450,7 +521,7 @@ def _load_into_bare(model: nn.Module, path: str | Path, meta: dict[str, Any], co
             raise ValueError(
                 f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
             )
-    state = read_safetensors(Path(path) / WEIGHTS_FILE)
+    state = read_safetensors(adapter_files(path)[1])
     inject(model, config)
     own = _adapter_state(model)
     for key, value in state.items():

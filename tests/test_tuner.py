@@ -671,9 +671,9 @@ def test_load_adapter_into_a_merged_model_is_refused_and_harmless(tmp_path):
 
 def test_failed_load_keeps_the_previous_adapter(tmp_path):
     save_adapter(inject(build_bert(), SurmConfig()), tmp_path)
-    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    meta = json.loads((tmp_path / "surm_config.json").read_text())
     meta["layers"]["bert.encoder.layer.9.attention.self.query"] = [64, 64]  # a layer this BERT lacks
-    (tmp_path / "adapter_config.json").write_text(json.dumps(meta))
+    (tmp_path / "surm_config.json").write_text(json.dumps(meta))
     model = perturbed(inject(build_bert(), SurmConfig(hyper={"block_size": 8})))
     x = inputs("bert")
     before = run(model, x)
@@ -776,8 +776,13 @@ def test_surm_layers_deep_copy_and_pickle():
 
 
 def test_load_adapter_without_config(tmp_path):
-    with pytest.raises(FileNotFoundError, match=re.escape("no adapter_config.json in")):
+    with pytest.raises(FileNotFoundError, match=re.escape("no surm_config.json in")):
         load_adapter(build_bert(), tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"missing does not exist: give the folder"):
+        load_adapter(build_bert(), tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"file is a file: give the folder"):
+        load_adapter(build_bert(), tmp_path / "file")
 
 
 def test_save_adapter_writes_safetensors_and_json(tmp_path):
@@ -788,7 +793,8 @@ def test_save_adapter_writes_safetensors_and_json(tmp_path):
     assert meta["config"]["hyper"] == {"block_size": 16} and meta["config"]["budget"] is None
     head = 64 * 3 + 3
     assert meta["trainable_parameters"] == 4 * (4 * 4 * 16) + head
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["surm_config.json", "surm_model.safetensors"]
+    assert meta["format"] == "surmlab-adapter"
     assert sum(math.prod(s) for s in meta["tensors"].values()) == meta["trainable_parameters"]
 
 
@@ -806,13 +812,11 @@ def test_training_a_merged_model_warns():
 @pytest.mark.parametrize(
     ("damage", "pattern"),
     [
-        (lambda d: (d / "adapter_config.json").write_text("{not json"), r"adapter_config\.json is not valid JSON"),
-        (lambda d: (d / "adapter_config.json").write_text("{}"), r"adapter_config\.json lacks config, backbone"),
+        (lambda d: (d / "surm_config.json").write_text("{not json"), r"surm_config\.json is not valid JSON"),
+        (lambda d: (d / "surm_config.json").write_text("{}"), r"surm_config\.json lacks config, backbone"),
         (
-            lambda d: (d / "adapter_model.safetensors").write_bytes(
-                (d / "adapter_model.safetensors").read_bytes()[:100]
-            ),
-            r"adapter_model\.safetensors is not a readable safetensors file",
+            lambda d: (d / "surm_model.safetensors").write_bytes((d / "surm_model.safetensors").read_bytes()[:100]),
+            r"surm_model\.safetensors is not a readable safetensors file",
         ),
     ],
 )
