@@ -222,6 +222,33 @@ ORACLES["block_lowrank"] = Oracle(
 )
 
 
+def circulant_chain_dense(m) -> np.ndarray:
+    """Each block is ``C(c_0) diag(a_1) C(c_1) ... diag(a_{m-1}) C(c_{m-1})``; the inner factors are stored as
+    offsets from the identity (``a_j - 1``, ``sqrt(n) (c_j - e_0)``)."""
+    p, q, n = block_grid(m)
+    c = to_numpy(m.kernels)  # (p, q, m, n)
+    a = to_numpy(m.diagonals) if m.diagonals is not None else np.zeros((p, q, 0, n))
+    blocks = {}
+    for i in range(p):
+        for j in range(q):
+            block = scipy.linalg.circulant(c[i, j, 0])
+            for f in range(1, c.shape[2]):
+                inner = c[i, j, f] / np.sqrt(n) + np.eye(n)[0]
+                block = block @ np.diag(1 + a[i, j, f - 1]) @ scipy.linalg.circulant(inner)
+            blocks[i, j] = block
+    return tile(blocks, p, q, n)
+
+
+ORACLES["circulant_chain"] = Oracle(
+    dense=circulant_chain_dense,
+    count=lambda o, i, h: grid_count(o, i, h["block_size"], (2 * h["chain_length"] - 1) * h["block_size"]),
+    settings=lambda shapes: [
+        {"block_size": n, "chain_length": m} for n in shared_block_sizes(shapes) for m in range(1, (n + 1) // 2 + 1)
+    ],
+    example=lambda o, i: {"block_size": example_block(o, i), "chain_length": min(3, (example_block(o, i) + 1) // 2)},
+)
+
+
 def oracle_dense(m) -> np.ndarray:
     """``S`` of any family, from its parameters and the family's definition."""
     return ORACLES[m.family].dense(m)

@@ -15,7 +15,7 @@ from surmlab.structures import FAMILIES, make
 
 # Every family in the registry; what a test needs to know about one comes from its oracle (tests/oracles.py).
 FAMILY_NAMES = list(FAMILIES)
-FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr"]
+FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "circulant_chain"]
 
 # Square, fused-qkv-like, MLP-down-like, odd-sized and small rectangular layers (out, in).
 SHAPES = [(768, 768), (2304, 768), (768, 3072), (37, 37), (15, 21)]
@@ -370,3 +370,29 @@ def test_block_lowrank_bad_hyper_names_the_feasible_values():
         make("block_lowrank", 21, 15, grid=3, rank=4)
     with pytest.raises(ValueError, match=r"rank=18 is out of range"):
         make("block_lowrank", 21, 15, grid=3, rank=18)
+
+
+# -- circulant-diagonal chains --------------------------------------------------------------------------
+
+
+def test_chain_of_one_is_the_circulant():
+    """chain_length=1 is the circulant family: same count, same S from the same kernels."""
+    chain = build("circulant_chain", (15, 21), block_size=3, chain_length=1)
+    circulant = make("circulant", 21, 15, block_size=3)
+    with torch.no_grad():
+        circulant.weight.copy_(chain.kernels[:, :, 0])
+    assert sum(p.numel() for p in chain.parameters()) == sum(p.numel() for p in circulant.parameters())
+    assert rel_err(chain.dense(), circulant.dense()) < 1e-6
+
+
+def test_chain_is_more_than_one_circulant():
+    """A two-factor chain block is not circulant (its diagonals are not constant), unlike one factor."""
+    block = to_numpy(build("circulant_chain", (8, 8), block_size=8, chain_length=2).dense())
+    assert np.ptp(np.diagonal(block)) > 1e-3
+
+
+def test_chain_bad_hyper_names_the_feasible_values():
+    with pytest.raises(ValueError, match=r"chain_length=3 is out of range for block_size=3: 1\.\.2 "):
+        make("circulant_chain", 21, 15, block_size=3, chain_length=3)
+    with pytest.raises(ValueError, match="chain_length must be a positive integer, got 0"):
+        make("circulant_chain", 21, 15, chain_length=0)

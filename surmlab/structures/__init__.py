@@ -9,6 +9,7 @@ from typing import Any
 
 from .base import Shape, Structure, divisors
 from .blocklowrank import BlockLowRank
+from .chain import CirculantChain
 from .convolution import Circulant, SymmetricToeplitz, Toeplitz
 from .kronecker import Kronecker
 from .ldr import LowDisplacementRank
@@ -27,6 +28,7 @@ FAMILIES: dict[str, type[Structure]] = {
         LowRank,
         Monarch,
         BlockLowRank,
+        CirculantChain,
     )
 }
 
@@ -50,6 +52,7 @@ __all__ = [
     "FAMILIES",
     "BlockLowRank",
     "Circulant",
+    "CirculantChain",
     "Kronecker",
     "LowDisplacementRank",
     "LowRank",
