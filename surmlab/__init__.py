@@ -2,6 +2,7 @@
 
 from .budget import BudgetError, BudgetPlan, Target, parse_budget, solve
 from .config import SurmConfig
+from .export import from_pretrained, push_to_hub, save_pretrained
 from .layer import SurmLinear
 from .structures import FAMILIES, make
 from .tuner import (
@@ -26,13 +27,16 @@ __all__ = [
     "SurmLinear",
     "Target",
     "__version__",
+    "from_pretrained",
     "inject",
     "load_adapter",
     "make",
     "merge",
     "parse_budget",
     "plan_for",
+    "push_to_hub",
     "save_adapter",
+    "save_pretrained",
     "solve",
     "summary",
     "trainable_parameters",

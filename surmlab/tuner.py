@@ -382,6 +382,13 @@ def backbone_name(model: nn.Module) -> str:
     return getattr(model, "backbone_name", None) or type(model).__name__
 
 
+def label_names(model: nn.Module) -> list[str] | None:
+    """The class names a transformers model carries (``config.id2label``), unless they are the placeholders."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label, key=int)] if isinstance(id2label, dict) else []
+    return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
+
+
 def save_adapter(model: nn.Module, path: str | Path) -> Path:
     """Write ``surm_config.json`` and ``surm_model.safetensors`` (updates + saved modules)."""
     if not hasattr(model, "surm_config"):
@@ -396,6 +403,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in model.surm_plan.per_layer},
         "tensors": {k: list(v.shape) for k, v in state.items()},
         "trainable_parameters": sum(v.numel() for v in state.values()),
+        "labels": label_names(model),
     }
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
