@@ -4,6 +4,7 @@ from .budget import BudgetError, BudgetPlan, Target, parse_budget, solve
 from .config import SurmConfig
 from .export import from_pretrained, push_to_hub, save_pretrained
 from .layer import SurmLinear
+from .lora_export import export_lora
 from .structures import FAMILIES, make
 from .tuner import (
     inject,
@@ -27,6 +28,7 @@ __all__ = [
     "SurmLinear",
     "Target",
     "__version__",
+    "export_lora",
     "from_pretrained",
     "inject",
     "load_adapter",
