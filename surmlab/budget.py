@@ -7,6 +7,7 @@ Kronecker factor shape), so the plan is a single point that can be written down 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,9 +111,14 @@ def solve(
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     budget = parse_budget(budget)
     cls = structure_family(family)
+    # Candidates are complete, valid settings (the Structure contract), so each is counted by its closed form
+    # once per distinct layer shape; the chosen one is resolved and checked by plan() below. A family with a
+    # count-only knob (sparse_spectrum's coefficients) has as many candidates as a layer has entries / 2.
+    shapes = Counter(t.shape for t in targets)
+    bias = sum(t.out_features for t in targets) if mode == "adapter" else 0
     options = [
-        (sum(layer_count(family, t, hyper, mode) for t in targets), hyper)
-        for hyper in cls.candidates([t.shape for t in targets])
+        (sum(k * cls.count(i, o, **hyper) for (o, i), k in shapes.items()) + bias, hyper)
+        for hyper in cls.candidates(list(shapes))
     ]
     if not options:
         raise BudgetError(f"{family} has no hyper-parameters that fit all {len(targets)} target layers")

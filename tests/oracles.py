@@ -249,6 +249,41 @@ ORACLES["circulant_chain"] = Oracle(
 )
 
 
+def sparse_spectrum_dense(m) -> np.ndarray:
+    """``S[j, l] = sum_k w_k c_k cos(2 pi (u_k j / out + v_k l / in))`` with ``w_k`` making each cosine matrix of unit
+    Frobenius norm (``1 / sqrt(out in)`` where the cosine is +-1 everywhere, else ``sqrt(2 / (out in))``)."""
+    out_features, in_features = m.out_features, m.in_features
+    j, col = np.arange(out_features), np.arange(in_features)
+    s = np.zeros((out_features, in_features))
+    for (u, v), c in zip(m.frequencies.tolist(), to_numpy(m.coefficients), strict=True):
+        row_angle, col_angle = 2 * np.pi * u * j / out_features, 2 * np.pi * v * col / in_features
+        # cos(a + b) = cos a cos b - sin a sin b
+        cosine = np.outer(np.cos(row_angle), np.cos(col_angle)) - np.outer(np.sin(row_angle), np.sin(col_angle))
+        s += c * cosine / np.linalg.norm(cosine)
+    return s
+
+
+def distinct_real_frequencies(out_features: int, in_features: int) -> int:
+    """Frequencies ``(u, v)`` up to ``(u, v) ~ (-u, -v)``, counted by brute force."""
+    pairs = [(u, v) for u in range(out_features) for v in range(in_features)]
+    return len({min((u, v), ((-u) % out_features, (-v) % in_features)) for u, v in pairs})
+
+
+def frequency_limit(out_features: int, in_features: int) -> int:
+    if out_features * in_features <= 4096:
+        return distinct_real_frequencies(out_features, in_features)
+    # big layers: every (u, v) pairs with (-u, -v), and 1, 2 or 4 of them pair with themselves
+    return (out_features * in_features + (1 + (out_features % 2 == 0)) * (1 + (in_features % 2 == 0))) // 2
+
+
+ORACLES["sparse_spectrum"] = Oracle(
+    dense=sparse_spectrum_dense,
+    count=lambda o, i, h: h["coefficients"],
+    settings=lambda shapes: [{"coefficients": n} for n in range(1, min(frequency_limit(o, i) for o, i in shapes) + 1)],
+    example=lambda o, i: {"coefficients": min(40, frequency_limit(o, i)), "seed": 7},
+)
+
+
 def oracle_dense(m) -> np.ndarray:
     """``S`` of any family, from its parameters and the family's definition."""
     return ORACLES[m.family].dense(m)

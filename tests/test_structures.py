@@ -7,7 +7,15 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from oracles import ORACLES, displacement_rank, oracle_blocks, oracle_dense, rel_err, to_numpy
+from oracles import (
+    ORACLES,
+    displacement_rank,
+    distinct_real_frequencies,
+    oracle_blocks,
+    oracle_dense,
+    rel_err,
+    to_numpy,
+)
 from torch import nn
 
 from surmlab.budget import Target, layer_count
@@ -15,7 +23,7 @@ from surmlab.structures import FAMILIES, make
 
 # Every family in the registry; what a test needs to know about one comes from its oracle (tests/oracles.py).
 FAMILY_NAMES = list(FAMILIES)
-FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "circulant_chain"]
+FFT_FAMILIES = ["circulant", "toeplitz", "symmetric_toeplitz", "ldr", "circulant_chain", "sparse_spectrum"]
 
 # Square, fused-qkv-like, MLP-down-like, odd-sized and small rectangular layers (out, in).
 SHAPES = [(768, 768), (2304, 768), (768, 3072), (37, 37), (15, 21)]
@@ -396,3 +404,79 @@ def test_chain_bad_hyper_names_the_feasible_values():
         make("circulant_chain", 21, 15, block_size=3, chain_length=3)
     with pytest.raises(ValueError, match="chain_length must be a positive integer, got 0"):
         make("circulant_chain", 21, 15, chain_length=0)
+
+
+# -- sparse spectrum -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (7, 5), (8, 3), (1, 4)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sparse_spectrum_draws_distinct_real_frequencies(shape):
+    """At the largest count the draw is one frequency of each pair {(u, v), (-u, -v)}: S can be any real matrix."""
+    out_features, in_features = shape
+    limit = distinct_real_frequencies(out_features, in_features)
+    m = build("sparse_spectrum", shape, coefficients=limit)
+    pairs = {min((u, v), ((-u) % out_features, (-v) % in_features)) for u, v in m.frequencies.tolist()}
+    assert len(pairs) == limit
+    with pytest.raises(ValueError, match=rf"coefficients={limit + 1} is out of range .*: 1\.\.{limit} "):
+        make("sparse_spectrum", in_features, out_features, coefficients=limit + 1)
+    # the cosine matrices are orthonormal: the coefficients are coordinates of S
+    dense = to_numpy(m.dense())
+    assert abs(np.linalg.norm(dense) - np.linalg.norm(to_numpy(m.coefficients))) < 1e-5 * np.linalg.norm(dense)
+
+
+def test_sparse_spectrum_draw_is_seeded_nested_and_pinned():
+    """Same seed and shape: same frequencies (pinned, since saved adapters rely on them); the draw of n is the
+    first n of a larger draw; another seed draws others."""
+    first = make("sparse_spectrum", 768, 768, coefficients=5).frequencies.tolist()
+    assert first == [[80, 335], [660, 230], [459, 214], [585, 33], [545, 275]]
+    assert make("sparse_spectrum", 768, 768, coefficients=50).frequencies[:5].tolist() == first
+    assert make("sparse_spectrum", 768, 768, coefficients=5, seed=1).frequencies.tolist() != first
+    assert make("sparse_spectrum", 3072, 768, coefficients=3, seed=777).frequencies.tolist() == [
+        [453, 717],
+        [86, 1484],
+        [759, 161],
+    ]
+
+
+def test_sparse_spectrum_product_never_forms_s(monkeypatch):
+    """The training product (forward and backward) works with dense() and every 2-D FFT disabled."""
+    m = build("sparse_spectrum", (240, 96), coefficients=500)
+    x = torch.randn(2, 3, 96)
+    want = x.double() @ torch.from_numpy(oracle_dense(m)).T
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("S materialised in the sparse-spectrum product")
+
+    for name in ("ifft2", "fft2", "irfft2", "rfft2", "ifftn", "fftn"):
+        monkeypatch.setattr(torch.fft, name, forbidden)
+    monkeypatch.setattr(type(m), "dense", forbidden)
+    y = m(x)
+    (y * torch.randn_like(y)).sum().backward()
+    assert rel_err(y, want) < 1e-5
+    assert m.coefficients.grad is not None and m.coefficients.grad.abs().sum() > 0
+
+
+def test_sparse_spectrum_state_round_trip_and_foreign_draw():
+    """The draw is saved with the state: a reload gives the same outputs; a draw that does not fit the layer
+    is refused by name."""
+    m = build("sparse_spectrum", (15, 21), coefficients=30, seed=3)
+    other = make("sparse_spectrum", 21, 15, coefficients=30)  # seed 0: other frequencies
+    other.load_state_dict(m.state_dict())
+    x = torch.randn(4, 21)
+    assert torch.equal(other.frequencies, m.frequencies)
+    assert torch.equal(other(x), m(x))
+    state = m.state_dict()
+    with pytest.raises(ValueError, match=r"15x21 layer: saved shape \[12, 2\], expected \[30, 2\]"):
+        other.load_state_dict({**state, "frequencies": state["frequencies"][:12]})
+    bad = state["frequencies"].clone()
+    bad[0] = torch.tensor([15, 0])
+    with pytest.raises(ValueError, match=r"\(15, 0\) is not one of its frequencies"):
+        other.load_state_dict({**state, "frequencies": bad})
+    bad[0] = bad[1]
+    with pytest.raises(ValueError, match="a frequency is repeated"):
+        other.load_state_dict({**state, "frequencies": bad})
+
+
+def test_sparse_spectrum_bad_seed():
+    with pytest.raises(ValueError, match="seed must be an integer from 0 to 2\\*\\*64 - 1, got -1"):
+        make("sparse_spectrum", 8, 8, seed=-1)

@@ -15,6 +15,7 @@ from .kronecker import Kronecker
 from .ldr import LowDisplacementRank
 from .lowrank import LowRank
 from .monarch import Monarch
+from .spectrum import SparseSpectrum
 
 # One line per family: a new family is its module and its line here.
 FAMILIES: dict[str, type[Structure]] = {
@@ -29,6 +30,7 @@ FAMILIES: dict[str, type[Structure]] = {
         Monarch,
         BlockLowRank,
         CirculantChain,
+        SparseSpectrum,
     )
 }
 
@@ -58,6 +60,7 @@ __all__ = [
     "LowRank",
     "Monarch",
     "Shape",
+    "SparseSpectrum",
     "Structure",
     "SymmetricToeplitz",
     "Toeplitz",

@@ -51,8 +51,9 @@ class Structure(nn.Module, ABC):
     @classmethod
     @abstractmethod
     def candidates(cls, shapes: Sequence[Shape]) -> Iterator[dict[str, Any]]:
-        """Every hyper-parameter setting valid for all ``shapes`` at once, in order of preference
-        among equal parameter counts (for the budget solver)."""
+        """Every hyper-parameter setting valid for all ``shapes`` at once, complete (as ``resolve_hyper``
+        returns it: the solver counts each with ``count``), in order of preference among equal parameter
+        counts (for the budget solver)."""
 
     @classmethod
     def num_parameters(cls, in_features: int, out_features: int, **hyper: Any) -> int:
