@@ -37,6 +37,9 @@ ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "ide
 # The CPU values are fitted by ``python -m benchmarks.calibrate`` (benchmarks/README.md: the fit picks the
 # faster path in most cases and loses ~1-3% of the time against always picking right); the CUDA values are
 # estimates (a matmul runs far closer to peak than FFTs do there), not measured: no GPU was available.
+# Weight classes of quantisation libraries whose storage is not the (out, in) float matrix (bitsandbytes).
+PACKED_WEIGHTS = ("Params4bit", "Int8Params")
+
 FFT_FLOP_COST: dict[str, dict[str, float]] = {
     "cpu": {"flop": 32.0, "setup_train": 4096.0, "setup_infer": 1024.0},
     "cuda": {"flop": 20.0, "setup_train": 64.0, "setup_infer": 16.0},
@@ -120,6 +123,8 @@ class SurmLinear(nn.Module):
 
     def use_dense(self, x: torch.Tensor) -> bool:
         """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (see ``FFT_FLOP_COST``)."""
+        if self.weight_blocker() is not None:
+            return False  # a quantised weight cannot take S added to it: activation space only
         if self.product != "auto":
             return self.product == "dense"
         cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
@@ -156,7 +161,7 @@ class SurmLinear(nn.Module):
                     stacklevel=2,
                 )
             return base(x)
-        if empty or self.use_dense(x):
+        if (empty and self.weight_blocker() is None) or self.use_dense(x):
             weight = base.weight + self.delta_weight().to(base.weight.dtype)
             return F.linear(x, weight, base.bias)
         y = base(x)
@@ -171,6 +176,9 @@ class SurmLinear(nn.Module):
             raise ValueError(
                 "adapter mode adds a non-linear branch h + act(S h) + b; it cannot be merged into the weights"
             )
+        blocker = self.weight_blocker()
+        if blocker is not None:
+            raise ValueError(f"cannot merge: {blocker}; keep the layer unmerged or dequantise the base first")
         with self._merge_lock:
             if not self.merged:
                 self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
@@ -196,7 +204,15 @@ class SurmLinear(nn.Module):
 
     def has_plain_form(self) -> bool:
         """Whether the layer equals one ``nn.Linear`` (LoRA mode on a floating-point weight)."""
-        return self.mode == "lora" and self.base_layer.weight.is_floating_point()
+        return self.mode == "lora" and self.weight_blocker() is None
+
+    def weight_blocker(self) -> str | None:
+        """Why ``alpha S`` cannot be added to the base weight in place (quantised or packed), or ``None``."""
+        weight = self.base_layer.weight
+        kind = type(weight).__name__
+        if not weight.is_floating_point() or kind in PACKED_WEIGHTS:
+            return f"its base weight is a {kind} of {str(weight.dtype).removeprefix('torch.')} (quantised or packed)"
+        return None
 
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)

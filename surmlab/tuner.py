@@ -24,7 +24,7 @@ from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
-from .layer import SurmLinear
+from .layer import PACKED_WEIGHTS, SurmLinear
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
 CONFIG_FILE = "surm_config.json"
@@ -40,7 +40,8 @@ FORMAT = "surmlab-adapter"
 
 @dataclass(frozen=True)
 class Preset:
-    """Default targets for a model family, recognised by a module-name suffix it always has."""
+    """Default targets for a model family, recognised by its transformers ``config.model_type`` or, failing
+    that, by a module-name suffix it always has (``marker``; empty: by model type only)."""
 
     name: str
     marker: str
@@ -48,6 +49,12 @@ class Preset:
     adapter_targets: tuple[str, ...]
     head: tuple[str, ...]
     qkv_slices: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    model_types: tuple[str, ...] = ()
+
+
+# Decoder families: q and v as PEFT's LoRA defaults do; the adapter after attention and MLP outputs; the
+# head of a *ForSequenceClassification is ``score`` (a causal LM's ``lm_head`` is tied or the output layer).
+DECODER_TARGETS = (("q_proj", "v_proj"), ("o_proj", "down_proj"), ("score",))
 
 
 PRESETS = (
@@ -69,8 +76,25 @@ PRESETS = (
         ("attention.output.dense", "output.dense"),
         ("classifier",),
     ),
+    Preset(
+        "llama",
+        "",
+        *DECODER_TARGETS,
+        model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"),
+    ),
+    # Phi-1/1.5/2: separate q/k/v, ``dense`` after attention, ``fc2`` after the MLP.
+    Preset("phi", "", ("q_proj", "v_proj"), ("self_attn.dense", "mlp.fc2"), ("score",), model_types=("phi",)),
+    # Phi-3: a fused ``qkv_proj`` (grouped K/V heads make its thirds unequal), adapted whole as PEFT does.
+    Preset("phi3", "", ("qkv_proj",), ("o_proj", "down_proj"), ("score",), model_types=("phi3",)),
     # CLIP text/vision (Hugging Face), and other q_proj/v_proj models.
-    Preset("clip", "self_attn.q_proj", ("q_proj", "v_proj"), ("out_proj", "fc2"), ("classifier", "head")),
+    Preset(
+        "clip",
+        "self_attn.q_proj",
+        ("q_proj", "v_proj"),
+        ("out_proj", "fc2"),
+        ("classifier", "head"),
+        model_types=("clip", "clip_text_model", "clip_vision_model"),
+    ),
 )
 
 
@@ -79,9 +103,14 @@ def _ends_with(name: str, suffix: str) -> bool:
 
 
 def detect_preset(model: nn.Module) -> Preset | None:
+    """The preset of the model's architecture (``config.model_type``), else the first whose marker it has."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for preset in PRESETS:
+        if model_type in preset.model_types:
+            return preset
     names = [n for n, _ in model.named_modules()]
     for preset in PRESETS:
-        if any(_ends_with(n, preset.marker) for n in names):
+        if preset.marker and any(_ends_with(n, preset.marker) for n in names):
             return preset
     return None
 
@@ -123,6 +152,19 @@ def _linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
+def output_layers(model: nn.Module) -> set[str]:
+    """Linear layers ``all-linear`` leaves out, as PEFT does: the output layer (``get_output_embeddings``) and
+    any layer whose weight is an embedding's (tied), which a merge would change as well."""
+    names = set()
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    embeddings = {m.weight.data_ptr() for m in model.modules() if isinstance(m, nn.Embedding)}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (module is output or module.weight.data_ptr() in embeddings):
+            names.add(name)
+    return names
+
+
 def find_suffix(model: nn.Module, suffix: str) -> list[str]:
     return [n for n, _ in model.named_modules() if n and _ends_with(n, suffix)]
 
@@ -146,7 +188,8 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     saved = [full for suffix in config.modules_to_save or [] for full in find_suffix(model, suffix)]
     spec = config.target_modules
     if spec == "all-linear":
-        chosen = [n for n in _linear_names(model) if not any(n == s or n.startswith(s + ".") for s in saved)]
+        left_out = set(saved) | output_layers(model)
+        chosen = [n for n in _linear_names(model) if not any(n == s or n.startswith(s + ".") for s in left_out)]
     elif isinstance(spec, str):
         try:
             re.compile(spec)
@@ -242,16 +285,27 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
     config = resolve_config(model, config)
     found = find_targets(model, config)
     plan = plan_for(model, config)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for name, layer, slices in found:
-        wrapped = SurmLinear(
-            layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.product
-        )
-        set_module(model, name, wrapped)
-    for suffix in config.modules_to_save or []:
-        for name in find_suffix(model, suffix):
-            model.get_submodule(name).requires_grad_(True)
+    _check_injectable(model, config, found)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    wrapped: list[tuple[str, nn.Linear]] = []
+    try:  # atomic: a failure part-way puts every layer and flag back as it was
+        for p, _ in flags:
+            p.requires_grad_(False)
+        for name, layer, slices in found:
+            surm = SurmLinear(
+                layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.product
+            )
+            set_module(model, name, surm)
+            wrapped.append((name, layer))
+        for suffix in config.modules_to_save or []:
+            for name in find_suffix(model, suffix):
+                model.get_submodule(name).requires_grad_(True)
+    except BaseException:
+        for name, layer in wrapped:
+            set_module(model, name, layer)
+        for p, flag in flags:
+            p.requires_grad = flag
+        raise
     # Record the resolved configuration: the solved hyper-parameters replace the budget.
     model.surm_config = replace(config, hyper=dict(plan.hyper), budget=None)
     model.surm_plan = plan
@@ -293,6 +347,25 @@ def _unguard_save_pretrained(model: nn.Module) -> None:
         del model.__dict__["save_pretrained"]
 
 
+def _check_injectable(model: nn.Module, config: SurmConfig, found: list[tuple[str, nn.Linear, Any]]) -> None:
+    """What would fail part-way through ``inject``, refused up front by name."""
+    for suffix in config.modules_to_save or []:
+        for name in find_suffix(model, suffix):
+            frozen = [k for k, p in model.get_submodule(name).named_parameters() if not p.is_floating_point()]
+            if frozen:
+                raise ValueError(
+                    f"modules_to_save {name} holds non-float parameters ({name}.{frozen[0]}), which cannot be "
+                    "trained; leave it out of modules_to_save (modules_to_save=[]) or load it in floating point"
+                )
+    if config.product == "dense":
+        for name, layer, _ in found:
+            if not layer.weight.is_floating_point() or type(layer.weight).__name__ in PACKED_WEIGHTS:
+                raise ValueError(
+                    f"product='dense' adds S to the weight of {name}, a {layer.weight.dtype} (quantised) weight; "
+                    "use product='fft' or 'auto' on quantised layers"
+                )
+
+
 def _check_mergeable(model: nn.Module) -> dict[str, SurmLinear]:
     layers = surm_layers(model)
     if not layers:
@@ -300,9 +373,27 @@ def _check_mergeable(model: nn.Module) -> dict[str, SurmLinear]:
     return layers
 
 
+def _check_foldable(layers: dict[str, SurmLinear]) -> None:
+    """Refuse a merge by the first layer that cannot take one, before any layer changes."""
+    for name, layer in layers.items():
+        if layer.mode != "lora":
+            raise ValueError(
+                f"cannot merge {name}: adapter mode adds a non-linear branch h + act(S h) + b; it cannot be merged "
+                "into the weights"
+            )
+        blocker = layer.weight_blocker()
+        if blocker is not None:
+            raise ValueError(
+                f"cannot merge {name}: {blocker}; adding the update would be cast away. Keep the model unmerged "
+                "(unload(merge=False)) or dequantise the base first"
+            )
+
+
 def merge(model: nn.Module) -> nn.Module:
     """Fold ``alpha * S`` into each base weight (LoRA mode): inference costs what the base model costs."""
-    for layer in _check_mergeable(model).values():
+    layers = _check_mergeable(model)
+    _check_foldable(layers)
+    for layer in layers.values():
         layer.merge()
     return model
 
@@ -315,7 +406,10 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 def unload(model: nn.Module, merge: bool = False) -> nn.Module:
     """Put the base layers back, with the updates folded in when ``merge=True``."""
-    for name, layer in _check_mergeable(model).items():
+    layers = _check_mergeable(model)
+    if merge:
+        _check_foldable(layers)
+    for name, layer in layers.items():
         if merge:
             layer.merge()
         else:
