@@ -8,8 +8,13 @@ rank and factor by enumerating PEFT's own count (``lokr_count``).
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .. import budget
@@ -118,3 +123,45 @@ def build_lokr(model: nn.Module, request: Request) -> Built:
         rank, factor = best["rank"], best["factor"]
     config = LoKrConfig(r=rank, alpha=rank, decompose_factor=factor, target_modules=names)
     return _wrap(model, config, {"rank": rank, "decompose_factor": factor})
+
+
+PEFT_CONFIG_FILE = "adapter_config.json"
+PEFT_WEIGHTS_FILE = "adapter_model.safetensors"
+PEFT_PREFIX = "base_model.model."
+
+
+def save_peft_adapter(model: nn.Module, folder: str | Path) -> bool:
+    """PEFT's own adapter files for a PEFT-wrapped model (``PeftModel.from_pretrained`` loads them), the
+    head the lab trains outside PEFT included as PEFT's ``modules_to_save``; each file written atomically.
+    Returns False, writing nothing, for a model PEFT did not wrap."""
+    if not hasattr(model, "peft_config"):  # no PEFT import for the other methods
+        return False
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+
+    if not isinstance(model, PeftModel):
+        return False
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    adapter = set(get_peft_model_state_dict(model))
+    adapter_name = model.active_adapter
+    trainable = [  # PEFT's state-dict keys drop the adapter name: lora_A.default.weight -> lora_A.weight
+        ".".join(part for part in n.split(".") if part != adapter_name)
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    ]
+    heads = sorted({n.rsplit(".", 1)[0] for n in trainable if n not in adapter})  # trained outside PEFT
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".peft-") as tmp:
+        model.save_pretrained(tmp)
+        weights = load_file(str(Path(tmp) / PEFT_WEIGHTS_FILE))
+        config = json.loads((Path(tmp) / PEFT_CONFIG_FILE).read_text())
+        for head in heads:
+            for key, value in model.get_submodule(head).state_dict().items():
+                weights[f"{head}.{key}"] = value.detach().cpu().contiguous()
+        saved = [h.removeprefix(PEFT_PREFIX) for h in heads]
+        config["modules_to_save"] = sorted({*(config.get("modules_to_save") or []), *saved}) or None
+        save_file(weights, str(Path(tmp) / PEFT_WEIGHTS_FILE), metadata={"format": "pt"})
+        (Path(tmp) / PEFT_CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        for file in Path(tmp).iterdir():
+            os.replace(file, folder / file.name)
+    return True
