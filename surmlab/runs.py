@@ -421,12 +421,17 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
-    """Trainable tensors (any method) and, for SURM, the portable adapter files."""
+    """Trainable tensors (any method) and the portable adapter files: surmlab's for SURM, PEFT's own for
+    the PEFT baselines."""
+    from .methods.peft_baselines import save_peft_adapter
+
     folder.mkdir(parents=True, exist_ok=True)
     state = trainable_state(model)
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
     if surm_layers(model):
         save_adapter(model, folder)
+    else:
+        save_peft_adapter(model, folder)
 
 
 def load_weights(model: torch.nn.Module, folder: Path) -> None:

@@ -32,3 +32,16 @@ def test_peft_runs_reload_through_peft(method, tmp_path):
 def test_a_model_peft_did_not_wrap_writes_nothing(tmp_path):
     assert not save_peft_adapter(tiny_bert(), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lab_run_folder_of_a_peft_baseline_holds_peft_files(tmp_path):
+    from peft import PeftModel
+
+    from surmlab.runs import save_weights
+
+    model = prepare("peft-lora", tiny_bert(), head=["classifier"], budget=2000).model
+    save_weights(model, tmp_path)
+    assert {"adapter_config.json", "adapter_model.safetensors", "trainable.safetensors"} <= {
+        p.name for p in tmp_path.iterdir()
+    }
+    PeftModel.from_pretrained(tiny_bert(), str(tmp_path))
