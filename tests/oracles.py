@@ -216,6 +216,7 @@ ORACLES["block_lowrank"] = Oracle(
     settings=lambda shapes: [
         {"grid": k, "rank": k * s}
         for k in shared_block_sizes(shapes)
+        if k > 1 or shared_block_sizes(shapes) == [1]  # a 1 x 1 grid is LoRA: a budget choice only when alone
         for s in range(1, min(min(o, i) // k for o, i in shapes) + 1)
     ],
     example=lambda o, i: {"grid": 3, "rank": 6} if math.gcd(o, i) % 3 == 0 and min(o, i) >= 6 else {},

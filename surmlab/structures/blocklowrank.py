@@ -81,9 +81,11 @@ class BlockLowRank(Structure):
     @classmethod
     def candidates(cls, shapes: Sequence[Shape]) -> Iterator[dict[str, Any]]:
         # The count depends on the rank only: ranks ascending, and for each the grids in order of preference.
+        # A 1 x 1 grid is LoRA itself (the lowrank family): the solver offers it only where no grid divides.
+        grids = common_divisors([d for shape in shapes for d in shape])
         options = [
             (k * s, grid_preference(k), k)
-            for k in common_divisors([d for shape in shapes for d in shape])
+            for k in (grids[1:] or grids)
             for s in range(1, min(block_rank_limit(i, o, k) for o, i in shapes) + 1)
         ]
         for rank, _, k in sorted(options):
