@@ -2,7 +2,8 @@
 
 Run ``python notebooks/make_notebooks.py`` after changing an experiment's parameters (its ``Params``
 fields) or its docstring. Figures live in each experiment module's ``figures(table, out_dir)``, which the
-last cell calls: the notebooks stay thin (parameters, one ``run`` call, figures).
+last cell shows (``surmlab.display.show``: each plotly figure with a static PNG beside it): the notebooks
+stay thin (parameters, the values used, one ``run`` call, figures).
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ sys.path.insert(0, str(HERE.parent))
 
 from surmlab.experiments import common, get, names  # noqa: E402
 
-FIGURES = """from IPython.display import display
+SETUP = """from surmlab.display import parameters, provenance, quiet, show
 
-for figure in experiment.figures(table, out_dir):
-    display(figure)"""
+quiet()  # before the lab's imports: no progress-widget warnings, floats as 0.768 rather than 7.68e-01
+from surmlab.experiments import common
+from surmlab.experiments import {name} as experiment
+
+knobs = dict({knobs})
+provenance()
+parameters(common.resolve(experiment.PROFILES, profile, knobs), experiment.PROFILES[profile])"""
+
+RUN = """table = experiment.run(profile=profile, out_dir=out_dir, **knobs)
+table.head(20)"""
+
+FIGURES = """for figure in experiment.figures(table, out_dir):
+    show(figure)  # interactive where plotly's extension runs, a PNG everywhere else"""
 
 
 def notebook(name: str) -> nbformat.NotebookNode:
@@ -32,13 +44,14 @@ def notebook(name: str) -> nbformat.NotebookNode:
         ['profile = "smoke"  # smoke | cpu | paper: the defaults of every None below', "out_dir = None",
          *[f"{k} = None" for k in knobs]]
     )  # fmt: skip
-    call = "".join(f"\n    {k}={k}," for k in ["profile", "out_dir", *knobs]) + "\n"
     cells = [
-        new_markdown_cell(f"# `{name}`\n\n{doc}\n\nIn batch: `surmlab reproduce {name} -p key value --profile cpu`."),
-        new_code_cell(params, metadata={"tags": ["parameters"]}),
-        new_code_cell(
-            f"from surmlab.experiments import {name} as experiment\n\ntable = experiment.run({call})\ntable.head(20)"
+        new_markdown_cell(
+            f"# `{name}`\n\n{doc}\n\nIn batch: `surmlab reproduce {name} -p key value --profile cpu`. "
+            "The cell after the parameters prints the commit and versions and lists every value this run uses."
         ),
+        new_code_cell(params, metadata={"tags": ["parameters"]}),
+        new_code_cell(SETUP.format(name=name, knobs=", ".join(f"{k}={k}" for k in knobs))),
+        new_code_cell(RUN),
         new_code_cell(FIGURES),
     ]
     for index, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes nothing

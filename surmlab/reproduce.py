@@ -54,19 +54,42 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def check(name: str, params: dict[str, Any], profile: str = "smoke") -> Any:
+    """The parameters ``name`` would run with, or a one-line ``ValueError`` (unknown experiment, profile or
+    parameter; a value of the wrong type; a value its ``validate`` refuses, such as an infeasible budget)."""
+    try:
+        return get(name).run.params(profile, **params)
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from None
+
+
+def check_all(names_: Sequence[str], params: dict[str, Any], profile: str = "smoke") -> dict[str, dict[str, Any]]:
+    """Each experiment's share of ``params`` (the ones it takes), checked; a key that no experiment takes
+    is an error (a misspelled key is not dropped without a word)."""
+    taken = {name: set(common.parameter_names(get(name).PROFILES[profile])) for name in names_}
+    unknown = sorted(set(params) - set().union(*taken.values()))
+    if unknown:
+        known = ", ".join(sorted(set().union(*taken.values())))
+        raise ValueError(f"no experiment takes parameter(s) {', '.join(unknown)}; known: {known}")
+    shares = {name: {k: v for k, v in params.items() if k in keys} for name, keys in taken.items()}
+    for name, own in shares.items():
+        check(name, own, profile)
+    return shares
+
+
 def reproduce(
     name: str, params: dict[str, Any] | None = None, profile: str = "smoke", out_dir: str | Path | None = None,
     kernel_name: str = KERNEL, timeout: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Execute ``notebooks/<name>.ipynb`` into ``out_dir/<name>/`` and return a status record.
 
-    Parameters are checked against the experiment's profile before a kernel starts, so a typo fails fast.
+    Parameters are checked (name, type and value, by the experiment's own ``validate``) before a kernel
+    starts: a typo or a bad value is one ``ValueError`` naming it, not a traceback from inside the notebook.
     """
     import papermill
 
-    module = get(name)
     params = dict(params or {})
-    common.resolve(module.PROFILES, profile, params)  # unknown names / profiles: ValueError now
+    check(name, params, profile)
     folder = Path(out_dir or Path("results") / profile) / name
     folder.mkdir(parents=True, exist_ok=True)
     folder = folder.resolve()
@@ -102,12 +125,11 @@ def reproduce_all(
     params: dict[str, Any] | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Every experiment in sequence (a failure does not stop the rest); writes ``summary.csv/json``.
-    ``params`` applies to the experiments that take each parameter."""
+    ``params`` applies to the experiments that take each parameter; every experiment's share is checked
+    before the first one runs, and a key no experiment takes is a ``ValueError``."""
     root = Path(out_dir or Path("results") / profile)
     rows = []
-    for name in only or names():
-        taken = set(common.parameter_names(get(name).PROFILES[profile]))
-        own = {k: v for k, v in (params or {}).items() if k in taken}
+    for name, own in check_all(list(only or names()), dict(params or {}), profile).items():  # all, before any runs
         rec = reproduce(name, own, profile, root)
         rows.append({k: rec.get(k) for k in ("experiment", "status", "wall_time_s", "folder", "error")})
         print(f"{name}: {rec['status']} in {rec['wall_time_s']:.0f} s", file=sys.stderr)
@@ -129,7 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.all == bool(args.name):
         parser.error("give one experiment name or --all")
     if args.all:
-        table = reproduce_all(args.profile, args.out, params=params)
+        try:
+            table = reproduce_all(args.profile, args.out, params=params)
+        except ValueError as err:
+            parser.error(str(err))
         print(table.to_string(index=False))
         return 0 if (table.status == "ok").all() else 1
     try:

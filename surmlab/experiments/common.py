@@ -109,6 +109,15 @@ def check_positive(**values: Any) -> None:
             raise ValueError(f"{name} must be a positive number, got {value!r}")
 
 
+def check_seeds(seeds: Iterable[Any]) -> None:
+    """``seeds`` means the same everywhere: the list of seeds to run (``0,1,2``), not a count."""
+    seeds = list(seeds)
+    if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of seeds >= 0 such as 0,1,2, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must not repeat, got {seeds!r}")
+
+
 def check_tasks(tasks: Iterable[str]) -> None:
     check_choice("task", [t for t in tasks if ":" not in t], list_tasks())
 
@@ -267,7 +276,7 @@ def train_options(**options: Any) -> dict[str, Any]:
 def run_study(spec: StudySpec, out: Path, workers: int, **columns: Any) -> pd.DataFrame:
     """Run (or continue) ``spec`` in ``out/studies`` and return its summary (one row per method, budget
     and lr: mean, interval, paired comparison), with the backbone, task, ``columns`` and study folder."""
-    result = study(spec, root=out / "studies", workers=workers)
+    result = study(spec, root=out / "studies", workers=workers, progress=False)  # no bars in reports
     return result.summary.assign(backbone=spec.backbone, task=spec.task, **columns, study=str(result.folder))
 
 

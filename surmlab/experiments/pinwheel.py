@@ -40,14 +40,14 @@ class Params:
     steps: int = 30
     per_class: int = 100
     lr: float = 0.01
-    seeds: int = 1  # how many seeds, from seed on
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # one run per seed, as in every experiment
+    data_seed: int = 0  # the pinwheel's points
 
 
 PROFILES = {
     "smoke": Params(),
-    "cpu": Params(width=64, budget=128, steps=500, per_class=200, seeds=3),
-    "paper": Params(width=64, budget=128, methods=METHODS, steps=3000, per_class=1000, seeds=5),
+    "cpu": Params(width=64, budget=128, steps=500, per_class=200, seeds=(0, 1, 2)),
+    "paper": Params(width=64, budget=128, methods=METHODS, steps=3000, per_class=1000, seeds=(0, 1, 2, 3, 4)),
 }
 
 
@@ -84,7 +84,8 @@ class AdaptedMLP(nn.Module):
 def validate(p: Params) -> None:
     common.check_choice("method", p.methods, METHODS)
     common.check_choice("bottom", p.bottom, BOTTOMS)
-    common.check_positive(width=p.width, budget=p.budget, steps=p.steps, per_class=p.per_class, seeds=p.seeds, lr=p.lr)
+    common.check_positive(width=p.width, budget=p.budget, steps=p.steps, per_class=p.per_class, lr=p.lr)
+    common.check_seeds(p.seeds)
     for family in p.methods:
         # a BudgetError unless the budget lies in every family's range (nearest would clamp it)
         solve(family, [Target("hidden", p.width, p.width)], p.budget)
@@ -93,14 +94,14 @@ def validate(p: Params) -> None:
 @common.experiment(NAME, PROFILES, validate)
 def run(p: Params, out: Path) -> pd.DataFrame:
     """Train every (method, bottom, seed) and write the loss curves to ``pinwheel_curves.csv`` too."""
-    x, y = pinwheel(p.per_class, seed=p.seed)
+    x, y = pinwheel(p.per_class, seed=p.data_seed)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     curves: list[dict[str, Any]] = []
     rows = []
     for family in p.methods:
         plan = solve(family, [Target("hidden", p.width, p.width)], p.budget, nearest=True)
         for bottom in p.bottom:
-            for seed in range(p.seed, p.seed + p.seeds):
+            for seed in p.seeds:
                 torch.manual_seed(seed)  # same W0, bottom and head for every method at this seed
                 model = AdaptedMLP(p.width, family, plan.hyper)
                 model.bottom.requires_grad_(bottom == "trainable")

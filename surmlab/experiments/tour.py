@@ -141,9 +141,8 @@ def run(p: Params, out: Path) -> pd.DataFrame:
 
 
 def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
-    """Each structure's dense matrix, the singular-value spectra, and the tour's table."""
+    """Each structure's dense matrix and the singular-value spectra (the table is the run cell's output)."""
     return [
         plots.heatmap_grid(example_matrices(16), title="dense() of each structure (16 x 16)"),
         plots.spectra(example_spectra(64)),
-        table,
     ]

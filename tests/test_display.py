@@ -1,0 +1,36 @@
+"""Notebook figures carry a static PNG beside plotly's JSON; tables and parameters read as a report."""
+
+import base64
+import struct
+
+import plotly.graph_objects as go
+
+from surmlab.display import bundle, number, parameters
+from surmlab.experiments import tour
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])  # the IHDR chunk: width, height
+
+
+def test_a_figure_is_shown_as_plotly_json_and_a_png_of_its_size():
+    fig = go.Figure(go.Scatter(y=[1, 3, 2]), layout={"width": 420, "height": 300, "title": "three points"})
+    data = bundle(fig)
+    assert data["application/vnd.plotly.v1+json"]["data"][0]["y"] == [1, 3, 2]
+    assert png_size(base64.b64decode(data["image/png"])) == (420, 300)
+    assert "three points" in data["text/plain"]
+
+
+def test_numbers_read_as_a_report():
+    assert [number(x) for x in (0.768, 36864.0, 1.2e-7, 12.3456, float("nan"))] == [
+        "0.768", "36,864", "1.2e-07", "12.35", ""
+    ]  # fmt: skip
+
+
+def test_parameters_show_every_value_used_and_which_were_set():
+    used = tour.run.params("smoke", budget="4096", max_steps=2)
+    table = parameters(used, tour.PROFILES["smoke"])
+    assert table.loc["budget", "value"] == "4096" and table.loc["budget", "set here"] == "yes"
+    assert table.loc["max_steps", "value"] == "2" and table.loc["backbone", "set here"] == ""
+    assert list(table.index) == [f for f in tour.Params.__dataclass_fields__]
