@@ -73,7 +73,7 @@ def test_minilm_on_rotten_tomatoes_beats_the_majority_class(method, tmp_path):
     assert json.loads(run.summary_file.read_text())["status"] == "completed"
     steps = [r for r in run.metrics() if "loss" in r]
     assert steps and all({"loss", "lr", "examples_per_s", "peak_memory_mb"} <= set(r) for r in steps)
-    assert (run.adapter_dir / "adapter_model.safetensors").exists()  # lora runs in SURM's wrapper too
+    assert (run.adapter_dir / "surm_model.safetensors").exists()  # lora runs in SURM's wrapper too
     assert (run.best_dir / "trainable.safetensors").exists()
 
 
@@ -173,7 +173,7 @@ def test_stop_file_then_resume_continues_from_the_saved_step(tmp_path):
     stopped = run.summary()
     assert stopped.status == "stopped" and stopped.reason == "stop requested"
     assert 0 < stopped.step < 80
-    assert (run.adapter_dir / "adapter_model.safetensors").exists()  # a usable adapter was saved
+    assert (run.adapter_dir / "surm_model.safetensors").exists()  # a usable adapter was saved
     assert run.stop_file.exists()  # resuming removes it: the stop was asked of the earlier trainer
 
     summary = train(TrainConfig(), resume=run.path, progress=False)
