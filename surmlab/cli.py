@@ -157,7 +157,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _print_result(summary: RunSummary) -> None:
     print(f"\nrun: {summary.run_dir}  status: {summary.status}")
-    print(f"method: {summary.method}")
+    print(f"method: {summary.method_description}")
     if summary.best is not None:
         print(f"best {summary.metric}: {summary.best:.4f}   wall time: {summary.wall_time_s:.0f} s")
 
@@ -171,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in _given_options(args).items() if k != "runs_dir"}  # moot when resuming
         summary = train(_train_config(args), resume=args.resume, overrides=overrides)
     _print_result(summary)
-    return 0 if summary.status in ("completed", "stopped") else 1
+    return 0 if summary.status.has_result else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

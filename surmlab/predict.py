@@ -11,7 +11,7 @@ from .data import Task, make_collate
 from .methods import Prepared
 from .models import Backbone
 from .runs import RunConfig, RunDir, load_weights
-from .train import TrainConfig, build_backbone, build_method
+from .train import build_backbone, build_method
 
 
 def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepared, RunConfig]:
@@ -20,8 +20,8 @@ def load_run(run_dir: str | Path, best: bool = False) -> tuple[Backbone, Prepare
     if not run.config_file.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
     saved = run.config()
-    config = TrainConfig.from_dict(saved.train)
-    weights = run.best_dir if best else run.adapter_dir
+    config = saved.train
+    weights = run.best_dir if best else run.final_dir
     if not (weights / "trainable.safetensors").exists():
         raise FileNotFoundError(f"{weights} holds no weights (did the run save any before it ended?)")
     backbone = build_backbone(config, saved.task.num_labels)
@@ -42,7 +42,7 @@ def predict(run_dir: str | Path, inputs: list[str], best: bool = False) -> list[
         rows = [{"image": Image.open(path), "label": 0} for path in inputs]
     else:
         rows = [{"text": text, "label": 0} for text in inputs]
-    batch = make_collate(task, backbone, TrainConfig.from_dict(saved.train).max_length)(rows)
+    batch = make_collate(task, backbone, saved.train.max_length)(rows)
     batch.pop("labels")
     logits = prepared.model(**batch).float()
     if task.num_labels == 1:

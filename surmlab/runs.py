@@ -11,16 +11,24 @@ tensors go to safetensors files, optimiser and schedule state is read with
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import random
 import re
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory lock; one trainer per run folder is then up to the user
+    fcntl = None
 
 import numpy as np
 import pandas as pd
@@ -28,11 +36,14 @@ import torch
 from safetensors.torch import save_file
 
 from .fileio import atomic_write, read_json, write_json
+from .status import RECORDED, RunStatus
+from .train_config import TrainConfig
 from .tuner import read_safetensors, save_adapter, surm_layers
 
 __all__ = [
     "RunConfig",
     "RunDir",
+    "RunStatus",
     "RunSummary",
     "SavedRng",
     "TaskInfo",
@@ -48,8 +59,27 @@ __all__ = [
     "write_json",
 ]
 
-STATUSES = ("running", "completed", "stopped", "failed")
-FINISHED = ("completed", "stopped", "failed")  # a trainer recorded an outcome
+log = logging.getLogger(__name__)
+
+NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # open() refuses a link where the platform can say so
+CHECKPOINT_NAME = re.compile(r"step-\d{9}")
+
+
+class UnsafeRunFolder(ValueError):
+    """A run folder holds a link or a pointer that leads outside it."""
+
+
+class RunBusy(ValueError):
+    """Another live process holds the run's lock."""
+
+
+def refuse_links(root: Path, paths: list[Path]) -> None:
+    """Raise ``UnsafeRunFolder`` naming the first of ``paths`` that is a symbolic link."""
+    for path in paths:
+        if path.is_symlink():
+            raise UnsafeRunFolder(f"{path} is a symbolic link; a run folder ({root.name}) holds only its own files")
+
+
 # A "running" run whose trainer is gone: its process ended on this machine, or (another machine) its
 # heartbeat is older than this. ``list_runs`` shows it as "interrupted"; ``--resume`` continues it.
 HEARTBEAT_STALE_S = 600.0
@@ -63,15 +93,17 @@ class RunSummary:
     """Everything ``summary.json`` holds: what the run is, where it stands and how it ended.
 
     ``from_dict`` reads files of any age: a missing key takes its default, and a key this version does
-    not know is kept in ``extra`` and written back unchanged. ``run_dir`` is where the summary was
-    read from (or the run ``train`` just made); it is not stored in the file.
+    not know is kept in ``extra`` and written back unchanged (a summary written before
+    ``method_description`` existed held the description under ``method``). ``run_dir`` is where the
+    summary was read from (or the run ``train`` just made); it is not stored in the file.
     """
 
-    status: str | None = None  # one of STATUSES; None before a trainer wrote one
+    status: RunStatus | None = None  # what a trainer recorded (RECORDED); None before one wrote it
     reason: str | None = None  # why a run failed or stopped
-    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig, as saved
+    config: TrainConfig | None = None  # the run's training options
     metric: str | None = None  # the task's main metric, the key of best/final_metrics
-    method: str | None = None  # the method as described to people, e.g. "surm-circulant (lora, ...)"
+    method: str | None = None  # the method's registry name, e.g. "surm-circulant"
+    method_description: str | None = None  # the method as described to people: "surm-circulant (block_size=...)"
     targets: str | None = None  # the rows the method adapts, e.g. "blocks.*.attn.qkv[q,v] (x12)"
     hyper: dict[str, Any] | None = None
     trainable_params: int | None = None
@@ -112,21 +144,35 @@ class RunSummary:
             raise ValueError(f"a run summary is a JSON object, not {type(data).__name__}")
         known = cls.field_names()
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(
-            **{k: v for k, v in data.items() if k in known},
-            extra=extra,
-            run_dir=None if run_dir is None else str(run_dir),
-        )
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("status") is not None:
+            values["status"] = RunStatus(values["status"])
+        if isinstance(values.get("config"), dict):
+            values["config"] = TrainConfig.from_dict(values["config"]) if values["config"] else None
+        if "method_description" not in data and values.get("method") is not None:  # written before it existed
+            values["method_description"] = values["method"]
+            values["method"] = values["config"].method if values.get("config") else None
+        return cls(**values, extra=extra, run_dir=None if run_dir is None else str(run_dir))
 
     def to_dict(self) -> dict[str, Any]:
         """What ``summary.json`` holds (``extra`` merged back in, ``run_dir`` left out)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("extra", "run_dir")}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("extra", "run_dir")}
+        data["config"] = None if self.config is None else asdict(self.config)
+        data["status"] = None if self.status is None else self.status.value
         return {**self.extra, **data}
+
+    def changes(self) -> dict[str, Any]:
+        """The fields this record sets (not None): what it changes when laid over another."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("extra", "run_dir") and getattr(self, f.name) is not None
+        }
 
     @property
     def finished(self) -> bool:
         """Whether a trainer recorded an outcome (completed, stopped or failed)."""
-        return self.status in FINISHED
+        return self.status is not None and self.status.finished
 
     @property
     def best(self) -> float | None:
@@ -138,23 +184,23 @@ class RunSummary:
         """The last evaluation's value of the run's metric."""
         return (self.final_metrics or {}).get(self.metric or "")
 
-    # The training options the run table shows (``config`` is the saved TrainConfig).
+    # The training options the run table shows.
     @property
     def backbone(self) -> str | None:
-        return (self.config or {}).get("backbone")
+        return self.config.backbone if self.config else None
 
     @property
     def task(self) -> str | None:
-        return (self.config or {}).get("task")
+        return self.config.task if self.config else None
 
     @property
     def method_name(self) -> str | None:
-        """The method's registry name (``method`` is its description)."""
-        return (self.config or {}).get("method")
+        """The method's registry name (the same as ``method``; kept for older callers)."""
+        return self.method
 
     @property
     def mode(self) -> str | None:
-        return (self.config or {}).get("mode")
+        return self.config.mode if self.config else None
 
 
 @dataclass
@@ -170,19 +216,21 @@ class TaskInfo:
 
 @dataclass
 class RunConfig:
-    """A run's ``config.json``: its training options (a saved ``TrainConfig``), its task, and the
-    layers its method changed (one row per layer, as ``Prepared.layers``)."""
+    """A run's ``config.json``: its training options, its task, and the layers its method changed
+    (one row per layer, as ``Prepared.layers``)."""
 
-    train: dict[str, Any]
+    train: TrainConfig
     task: TaskInfo
     layers: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return cls(train=data["train"], task=TaskInfo(**data["task"]), layers=data.get("layers") or [])
+        if not isinstance(data, dict) or not isinstance(data.get("train"), dict) or "task" not in data:
+            raise ValueError("a run's config.json is a JSON object with 'train' and 'task'")
+        return cls(TrainConfig.from_dict(data["train"]), TaskInfo(**data["task"]), data.get("layers") or [])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"train": asdict(self.train), "task": asdict(self.task), "layers": self.layers}
 
 
 # -- run folders -------------------------------------------------------------------------------------
@@ -259,8 +307,12 @@ class RunDir:
         return self.path / "checkpoint"
 
     @property
-    def adapter_dir(self) -> Path:
-        return self.path / "adapter"
+    def final_dir(self) -> Path:
+        """The latest weights (``final/``; ``adapter/`` in run folders written before it was renamed)."""
+        old, new = self.path / "adapter", self.path / "final"
+        return old if (old.is_dir() or old.is_symlink()) and not (new.exists() or new.is_symlink()) else new
+
+    adapter_dir = final_dir  # the older name
 
     @property
     def best_dir(self) -> Path:
@@ -270,11 +322,16 @@ class RunDir:
         write_json(self.config_file, config.to_dict())
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.config_file))
+        """The run's ``config.json``; a file that is not one is an error naming it."""
+        try:
+            return RunConfig.from_dict(read_json(self.config_file))
+        except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{self.config_file} is not a run configuration: {err}") from None
 
     def log(self, record: dict[str, Any]) -> None:
-        """Append one JSON line (a crash can lose at most the line being written)."""
-        with self.metrics_file.open("a") as f:
+        """Append one JSON line (a crash can lose at most the line being written); never through a link."""
+        fd = os.open(self.metrics_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NO_FOLLOW, 0o644)
+        with os.fdopen(fd, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
             f.flush()
 
@@ -307,8 +364,11 @@ class RunDir:
         if unknown:
             raise ValueError(f"unknown summary fields {unknown}; known: {sorted(RunSummary.field_names())}")
         status = changes.get("status")
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"unknown run status {status!r}; known: {', '.join(STATUSES)}")
+        if status is not None:
+            if status not in RECORDED:
+                known = ", ".join(s.value for s in RunStatus if s in RECORDED)
+                raise ValueError(f"unknown run status {status!r}; known: {known}")
+            changes["status"] = RunStatus(status)
         summary = replace(self.summary(), **changes)
         write_json(self.summary_file, summary.to_dict())
         return summary
@@ -319,16 +379,81 @@ class RunDir:
     # -- liveness ------------------------------------------------------------------------------------
     def mark_alive(self) -> RunSummary:
         """Record this process as the run's trainer, with a fresh heartbeat."""
-        return self.update_summary(pid=os.getpid(), host=socket.gethostname(), heartbeat=time.time())
+        return self.update_summary(**self._alive())
+
+    def status(self, summary: RunSummary | None = None) -> RunStatus | None:
+        """What the run's files say, with a "running" run whose trainer is gone read as interrupted."""
+        summary = self.summary() if summary is None else summary
+        if summary.status is RunStatus.RUNNING and not self.trainer_alive(summary):
+            return RunStatus.INTERRUPTED
+        return summary.status
 
     def trainer_alive(self, summary: RunSummary | None = None) -> bool:
         """Whether a "running" run still has a live trainer (see ``HEARTBEAT_STALE_S``)."""
         summary = self.summary() if summary is None else summary
-        if summary.status != "running":
+        if summary.status is not RunStatus.RUNNING:
             return False
         if summary.host == socket.gethostname():
             return pid_alive(summary.pid)
         return time.time() - float(summary.heartbeat or 0) < HEARTBEAT_STALE_S
+
+    # -- a trainer's three calls: start, checkpoint, finish ----------------------------------------------
+    def start(
+        self,
+        description: RunSummary,
+        config: RunConfig,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        *,
+        main: bool = True,
+    ) -> tuple[RunSummary, dict[str, Any] | None, SavedRng | None]:
+        """Load the latest checkpoint into the model, optimiser and schedule (if there is one), keep the
+        metrics it had logged, write ``config.json`` and record the run as running with ``description``.
+
+        Returns the running summary, the checkpoint's loop state (None: the run starts at step 0) and
+        its RNG, which the caller restores once its data iterator exists. Only the ``main`` process writes.
+        """
+        folder = self.latest_checkpoint()
+        loop_state, rng = load_checkpoint(folder, model, optimizer, scheduler) if folder is not None else (None, None)
+        summary = replace(self.summary(), **description.changes(), status=RunStatus.RUNNING, reason=None)
+        if not main:
+            return summary, loop_state, rng
+        if loop_state is None and self.metrics():
+            log.warning("%s has no usable checkpoint: it starts over at step 0 and its log with it", self.path.name)
+            self.truncate_metrics(0)
+        elif loop_state is not None and loop_state.get("metrics_lines") is not None:
+            self.truncate_metrics(loop_state["metrics_lines"])  # drop what was logged after the checkpoint
+        self.write_config(config)
+        return self._record(replace(summary, **self._alive())), loop_state, rng
+
+    def checkpoint(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        loop_state: dict[str, Any],
+    ) -> None:
+        """Everything a resume needs, written so that a crash keeps the previous checkpoint; the latest
+        weights in ``final/``; a fresh heartbeat."""
+        self.write_checkpoint(step, lambda folder: save_checkpoint(folder, model, optimizer, scheduler, loop_state))
+        save_weights(model, self.final_dir)
+        self.mark_alive()
+
+    def finish(self, summary: RunSummary) -> RunSummary:
+        """Record how the run ended (``summary.status``: completed, stopped or failed)."""
+        if summary.status not in RECORDED - {RunStatus.RUNNING}:
+            raise ValueError(f"a run finishes completed, stopped or failed, not {summary.status!r}")
+        return self._record(summary)
+
+    def _record(self, summary: RunSummary) -> RunSummary:
+        write_json(self.summary_file, summary.to_dict())
+        return replace(summary, run_dir=str(self.path))
+
+    @staticmethod
+    def _alive() -> dict[str, Any]:
+        return {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time()}
 
     # -- checkpoints -----------------------------------------------------------------------------------
     # checkpoint/step-<N>/ holds one complete checkpoint; checkpoint/latest.json names the newest. A
@@ -358,13 +483,58 @@ class RunDir:
         return final
 
     def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint folder, if any (a run folder of an older layout: ``checkpoint/``)."""
+        """The newest complete checkpoint folder, if any (a run folder of an older layout: ``checkpoint/``).
+
+        ``latest.json`` is read as untrusted: it must name a ``step-<N>`` folder right inside
+        ``checkpoint/``, and neither that folder nor a file in it may be a link."""
         root = self.checkpoint_dir
         pointer = root / "latest.json"
+        if pointer.is_symlink():
+            raise UnsafeRunFolder(f"{pointer} is a symbolic link; a run folder holds only its own files")
         if pointer.exists():
-            folder = root / read_json(pointer)["folder"]
-            return folder if folder.is_dir() else None
-        return root if (root / "state.json").exists() else None
+            try:
+                name = read_json(pointer)["folder"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{pointer} is not a checkpoint pointer ({type(err).__name__}: {err})") from None
+            if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+                raise UnsafeRunFolder(f"{pointer} names {name!r}, not a checkpoint folder (step-<9 digits>)")
+            folder = root / name
+            if not folder.is_dir():
+                return None
+        elif (root / "state.json").exists():
+            folder = root
+        else:
+            return None
+        refuse_links(folder, [folder, *folder.iterdir()])
+        return folder
+
+    # -- safety: a run folder someone sent must not reach outside itself ----------------------------------
+    def check_contained(self) -> None:
+        """Refuse a run folder whose own files or folders are links (a trainer would write through them)."""
+        names = ("config.json", "metrics.jsonl", "summary.json", "STOP", ".lock", "checkpoint", "final", "adapter",
+                 "best")  # fmt: skip
+        refuse_links(self.path, [self.path / name for name in names])
+        for folder in (self.checkpoint_dir, self.final_dir, self.best_dir):
+            if folder.is_dir():
+                refuse_links(self.path, list(folder.iterdir()))
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the run's lock (an OS file lock, released when the process ends however it ends): one
+        trainer per run folder, so two ``--resume`` of one run cannot both train it."""
+        self.check_contained()
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise RunBusy(
+                        f"{self.path.name} is being trained by another process; stop it before resuming"
+                    ) from None
+            yield
+        finally:
+            os.close(fd)
 
 
 RUN_COLUMNS = [
@@ -382,16 +552,16 @@ def list_runs(root: str | Path = "runs") -> pd.DataFrame:
             s = run.summary()
         except (OSError, ValueError, TypeError):  # unreadable, not JSON, or not a summary
             continue
-        status, reason = s.status, s.reason
-        if status == "running" and not run.trainer_alive(s):
-            status, reason = "interrupted", "the trainer ended without recording an outcome; --resume continues it"
+        status, reason = run.status(s), s.reason
+        if status is RunStatus.INTERRUPTED:
+            reason = "the trainer ended without recording an outcome; --resume continues it"
         rows.append(
             {
                 "run": run.path.name,
                 "status": status,
                 "backbone": s.backbone,
                 "task": s.task,
-                "method": s.method_name,
+                "method": s.method,
                 "mode": s.mode,
                 "targets": s.targets,
                 "trainable_params": s.trainable_params,

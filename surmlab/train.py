@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import resource
 import signal
 import time
@@ -30,18 +31,18 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .data import Task, compute_metrics, load_task, make_collate
+from .data.collate import Collate, IndexedRows
 from .methods import Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .provenance import git_commit, package_versions
 from .runs import (
     RunConfig,
     RunDir,
+    RunStatus,
     RunSummary,
     SavedRng,
     TaskInfo,
-    load_checkpoint,
     load_weights,
-    save_checkpoint,
     save_weights,
 )
 from .train_config import PRECISIONS, RESUME_OPTIONS, SCHEDULES, TrainConfig
@@ -51,6 +52,7 @@ __all__ = [
     "PRECISIONS",
     "RESUME_OPTIONS",
     "SCHEDULES",
+    "WEIGHT_RMS_LIMIT",
     "StopRequested",
     "TrainConfig",
     "TrainState",
@@ -65,6 +67,10 @@ __all__ = [
 
 # A loss this many times the first step's is a diverged run, not a result: it ends "failed".
 DIVERGENCE_FACTOR = 100.0
+# Trained weights (update, head) whose root mean square passes this have exploded, whatever the loss
+# says (a loss can stay finite while the weights run off): the run ends "failed". Pretrained and
+# trained weights sit far below it (about 0.01 to 1).
+WEIGHT_RMS_LIMIT = 1e3
 # Each of SCHEDULES by its name in transformers' ``get_scheduler`` (all with linear warm-up).
 SCHEDULER_NAMES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -219,10 +225,10 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 
 def make_loaders(task: Task, backbone: Backbone, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
     train_loader = DataLoader(
-        task.train,
+        IndexedRows(task.train),  # each row's position seeds its augmentation
         batch_size=config.batch_size,
         shuffle=True,
-        collate_fn=make_collate(task, backbone, config.max_length, train=True),
+        collate_fn=make_collate(task, backbone, config.max_length, train=True, seed=config.seed),
         # its own generator: starting an epoch's iterator then draws nothing from the global RNG, whose
         # state (dropout) a checkpoint saves and a resume restores
         generator=torch.Generator().manual_seed(config.seed),
@@ -244,6 +250,7 @@ def new_run_dir(acc: Accelerator, config: TrainConfig) -> RunDir:
 def micro_batches(
     acc: Accelerator,
     loader: DataLoader,
+    collate: Collate,
     state: TrainState,
     steps_per_epoch: int,
     grad_accum: int,
@@ -254,6 +261,7 @@ def micro_batches(
     epoch = state.epoch
     while True:
         loader.set_epoch(epoch)
+        collate.set_epoch(epoch)
         done = state.step - epoch * steps_per_epoch
         batches = iter(acc.skip_first_batches(loader, done * grad_accum) if done else loader)
         if saved_rng is not None:  # the RNG as it was right after the checkpointed step
@@ -269,16 +277,16 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torc
     return torch.nn.functional.cross_entropy(logits.float(), labels)
 
 
-def check_loss(value: float, state: TrainState) -> None:
+def check_loss(value: float, step: int, state: TrainState) -> None:
     """Raise ``TrainingFailed`` on a NaN/inf loss or one ``DIVERGENCE_FACTOR`` times the first step's."""
     if not math.isfinite(value):
-        raise TrainingFailed(f"loss became {value} at step {state.step}")
+        raise TrainingFailed(f"loss became {value} at step {step}")
     if state.first_loss is None:
         state.first_loss = value
     first = state.first_loss
     if value > DIVERGENCE_FACTOR * max(first, 1e-3):
         raise TrainingFailed(
-            f"loss diverged: {value:.4g} at step {state.step}, over {DIVERGENCE_FACTOR:g}x the first "
+            f"loss diverged: {value:.4g} at step {step}, over {DIVERGENCE_FACTOR:g}x the first "
             f"step's {first:.4g} (learning rate too high?)"
         )
 
@@ -305,30 +313,31 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def describe(
     config: TrainConfig, acc: Accelerator, backbone: Backbone, task: Task, prepared: Prepared, total_steps: int
-) -> dict[str, Any]:
-    """The ``RunSummary`` fields that say what the run is (besides how it ends)."""
-    return {
-        "config": asdict(config),
-        "metric": task.metric,
-        "method": prepared.describe(),
-        "targets": prepared.targets,
-        "hyper": prepared.hyper,
-        "trainable_params": prepared.trainable,
-        "method_params": prepared.method_params,
-        "head_params": prepared.head_params,
-        "total_params": prepared.total,
-        "backbone_pretrained": backbone.pretrained,
-        "backbone_source": backbone.source,
-        "task_description": task.description,
-        "train_examples": len(task.train),
-        "eval_examples": len(task.eval),
-        "world_size": acc.num_processes,
-        "device": str(acc.device),
-        "device_name": torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else "cpu",
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "total_steps": total_steps,
-    }
+) -> RunSummary:
+    """What the run is (besides how it ends): the ``RunSummary`` fields a trainer knows at the start."""
+    return RunSummary(
+        config=config,
+        metric=task.metric,
+        method=prepared.method,
+        method_description=prepared.describe(),
+        targets=prepared.targets,
+        hyper=prepared.hyper,
+        trainable_params=prepared.trainable,
+        method_params=prepared.method_params,
+        head_params=prepared.head_params,
+        total_params=prepared.total,
+        backbone_pretrained=backbone.pretrained,
+        backbone_source=backbone.source,
+        task_description=task.description,
+        train_examples=len(task.train),
+        eval_examples=len(task.eval),
+        world_size=acc.num_processes,
+        device=str(acc.device),
+        device_name=torch.cuda.get_device_name(acc.device) if acc.device.type == "cuda" else "cpu",
+        versions=package_versions(),
+        git_commit=git_commit(),
+        total_steps=total_steps,
+    )
 
 
 def task_info(task: Task) -> TaskInfo:
@@ -338,6 +347,50 @@ def task_info(task: Task) -> TaskInfo:
 def checksum(model: torch.nn.Module) -> float:
     """A fingerprint of the trainable weights: equal on every process iff gradients were synchronised."""
     return float(sum(p.detach().double().sum() for p in model.parameters() if p.requires_grad))
+
+
+def check_weights(rms: float, step: int) -> None:
+    """Raise ``TrainingFailed`` when the trained weights' root mean square is NaN/inf or past ``WEIGHT_RMS_LIMIT``."""
+    if not math.isfinite(rms):
+        raise TrainingFailed(f"the trained weights became {rms} at step {step}")
+    if rms > WEIGHT_RMS_LIMIT:
+        raise TrainingFailed(
+            f"the trained weights exploded: root mean square {rms:.4g} at step {step}, over {WEIGHT_RMS_LIMIT:g} "
+            "(learning rate too high?)"
+        )
+
+
+class LossWindow:
+    """The losses since the last check, kept on the device, and the trained weights' size: reading them
+    back (``check``) is the one host-device sync of a step, so the loop does it only when it logs,
+    evaluates or checkpoints."""
+
+    def __init__(self, weights: list[torch.Tensor] | None = None) -> None:
+        self.losses: list[tuple[int, torch.Tensor]] = []
+        self.weights = [w for w in weights or [] if w.numel()]
+        self.numel = sum(w.numel() for w in self.weights)
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        self.losses.append((step, loss.detach()))
+
+    def check(self, state: TrainState) -> float | None:
+        """Raise ``TrainingFailed`` on any NaN/inf or diverged loss since the last check, in order, then
+        on weights that exploded; returns the latest loss."""
+        if not self.losses:
+            return None
+        readings = [loss.float() for _, loss in self.losses]
+        if self.weights:
+            with torch.no_grad():
+                squares = torch.stack([w.detach().float().pow(2).sum() for w in self.weights]).sum()
+            readings.append((squares / self.numel).sqrt().to(readings[0].device))
+        values = torch.stack(readings).tolist()
+        for (step, _), value in zip(self.losses, values, strict=False):
+            check_loss(value, step, state)
+        if self.weights:
+            check_weights(values[-1], self.losses[-1][0])
+        last = values[len(self.losses) - 1]
+        self.losses.clear()
+        return last
 
 
 # -- the loop ----------------------------------------------------------------------------------------------
@@ -351,36 +404,52 @@ def train(
 ) -> RunSummary:
     """Run one training job and return its summary (``summary.run_dir`` is the run folder). With
     ``resume``, continue that run directory from its latest checkpoint: its saved config wins over
-    ``config``, except for ``overrides`` among ``RESUME_OPTIONS`` (e.g. ``{"max_steps": 40}``)."""
+    ``config``, except for ``overrides`` among ``RESUME_OPTIONS`` (e.g. ``{"max_steps": 40}``).
+
+    The trainer holds the run folder's lock (``RunDir.exclusive``) from before it reads a resumed run
+    until it returns, so no two processes ever train one run."""
+    with contextlib.ExitStack() as held:
+        if resume is None:
+            return _train(config, None, progress, held)
+        run = RunDir(resume)
+        if main_process():
+            held.enter_context(run.exclusive())
+        return _train(resumed_config(run, overrides or {}), run, progress, held)
+
+
+def main_process() -> bool:
+    """Whether this is the main process of a (torchrun / accelerate) launch, before accelerate starts."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contextlib.ExitStack) -> RunSummary:
     # -- setup: everything is validated (in build) before the run directory exists
-    if resume is not None:
-        config = resumed_config(RunDir(resume), overrides or {})
     acc = make_accelerator(config)
     backbone, task, prepared = build(config)
     is_main = acc.is_main_process
-    run = RunDir(resume) if resume is not None else new_run_dir(acc, config)
+    if run is None:
+        run = new_run_dir(acc, config)
+        if is_main:
+            held.enter_context(run.exclusive())
     train_loader, eval_loader = make_loaders(task, backbone, config)
     steps_per_epoch = math.ceil(len(train_loader) / (config.grad_accum * acc.num_processes))
     total_steps = min(config.max_steps or 10**12, steps_per_epoch * config.epochs)
     optimizer = make_optimizer(prepared, config)
     scheduler = make_schedule(optimizer, config, total_steps)
+    collate = train_loader.collate_fn
     model, optimizer, train_loader, eval_loader, scheduler = acc.prepare(
         prepared.model, optimizer, train_loader, eval_loader, scheduler
     )
-    state, saved_rng = TrainState(), None
-    if (checkpoint_dir := run.latest_checkpoint()) is not None:
-        saved, saved_rng = load_checkpoint(checkpoint_dir, acc.unwrap_model(model), optimizer, scheduler)
-        state = TrainState.from_dict(saved)
-        saved_rng = saved_rng if acc.num_processes == 1 else None
-        if is_main and state.metrics_lines is not None:  # drop what was logged after the checkpoint
-            run.truncate_metrics(state.metrics_lines)
-    described = describe(config, acc, backbone, task, prepared, total_steps)
-    if is_main:
-        run.write_config(RunConfig(asdict(config), task_info(task), prepared.layers))
-        run.update_summary(status="running", reason=None, **described)
-        run.mark_alive()
-        if config.log_with:
-            acc.init_trackers(run.path.name, config={k: str(v) for k, v in asdict(config).items()})
+    unwrapped = acc.unwrap_model(model)
+
+    # -- the run folder: continue from its checkpoint (if any), record the run as running
+    description = describe(config, acc, backbone, task, prepared, total_steps)
+    run_config = RunConfig(config, task_info(task), prepared.layers)
+    record, saved, saved_rng = run.start(description, run_config, unwrapped, optimizer, scheduler, main=is_main)
+    state = TrainState.from_dict(saved) if saved is not None else TrainState()
+    saved_rng = saved_rng if acc.num_processes == 1 else None
+    if is_main and config.log_with:
+        acc.init_trackers(run.path.name, config={k: str(v) for k, v in asdict(config).items()})
 
     def log(record: dict[str, Any], prefix: str) -> None:
         state.metrics_lines = (state.metrics_lines or 0) + 1
@@ -395,33 +464,28 @@ def train(
                 acc.log(values, step=record["step"])
 
     def checkpoint() -> None:
-        """Everything a resume needs, written so that a crash keeps the previous checkpoint; and the
-        latest weights in ``adapter/``."""
+        losses.check(state)  # never save weights a bad step has already spoilt
+        state.elapsed = time.time() - started
         if is_main:
-            unwrapped = acc.unwrap_model(model)
-            run.write_checkpoint(
-                state.step, lambda folder: save_checkpoint(folder, unwrapped, optimizer, scheduler, state.to_dict())
-            )
-            save_weights(unwrapped, run.adapter_dir)
-            run.mark_alive()
+            run.checkpoint(state.step, unwrapped, optimizer, scheduler, state.to_dict())
         acc.wait_for_everyone()
 
-    # -- the loop: one optimiser step per turn, with logging, evaluation, checkpoints and stops inline
     started = time.time() - state.elapsed
     bar = tqdm(total=total_steps, initial=state.step, disable=not (progress and is_main), desc=run.path.name)
-    batches = micro_batches(acc, train_loader, state, steps_per_epoch, config.grad_accum, saved_rng)
-    stopped = False
+    batches = micro_batches(acc, train_loader, collate, state, steps_per_epoch, config.grad_accum, saved_rng)
+    losses, stopped = LossWindow([p for p in unwrapped.parameters() if p.requires_grad]), False
     try:
         with StopRequested(run.stop_file) as stop:
             model.train()
             tick, seen = time.time(), 0
             while state.step < total_steps:
+                # -- forward and backward; the optimiser steps when the accumulated gradients sync
                 batch = next(batches)
                 seen += len(batch["labels"]) * acc.num_processes
-                with acc.accumulate(model):  # forward, backward; the optimiser steps when gradients sync
+                with acc.accumulate(model):
                     labels = batch.pop("labels")
                     loss = loss_fn(model(**batch), labels, task.num_labels)
-                    check_loss(loss.item(), state)
+                    losses.add(state.step + 1, loss)  # no .item(): that would sync every micro-step
                     acc.backward(loss)
                     if acc.sync_gradients and config.max_grad_norm:
                         acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -433,21 +497,28 @@ def train(
                 state.step += 1
                 state.epoch = state.step // steps_per_epoch
                 bar.update(1)
+
+                # -- log: the only place a plain step reads a value back from the device
                 if state.step % config.log_every == 0 or state.step == total_steps:
-                    now = time.time()
-                    log({"step": state.step, "epoch": state.step / steps_per_epoch, "loss": loss.item(),
+                    value, now = losses.check(state), time.time()
+                    log({"step": state.step, "epoch": state.step / steps_per_epoch, "loss": value,
                          "lr": scheduler.get_last_lr()[0], "examples_per_s": seen / max(1e-9, now - tick),
                          "peak_memory_mb": peak_memory_mb(acc.device), "elapsed_s": now - started},
                         "train")  # fmt: skip
-                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    bar.set_postfix(loss=f"{value:.4f}")
                     if is_main:
                         run.mark_alive()
                     tick, seen = time.time(), 0
+
+                # -- a stop request (signal or STOP file) ends the run after this step
                 if stop and state.step < total_steps:
                     stopped = True
                     break
-                every = config.eval_every or steps_per_epoch  # default: an epoch's end
+
+                # -- evaluate at each epoch's end (or every eval_every steps) and keep the best weights
+                every = config.eval_every or steps_per_epoch
                 if state.step % every == 0 or state.step == total_steps:
+                    losses.check(state)
                     metrics = evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
                     log({"step": state.step, "epoch": state.epoch, **{f"eval_{k}": v for k, v in metrics.items()}},
@@ -455,38 +526,40 @@ def train(
                     if state.best is None or metrics[task.metric] > state.best:
                         state.best, state.best_metrics = metrics[task.metric], metrics
                         if is_main:
-                            save_weights(acc.unwrap_model(model), run.best_dir)
+                            save_weights(unwrapped, run.best_dir)
                     tick, seen = time.time(), 0
+
+                # -- checkpoint every checkpoint_every steps (the last one is taken below)
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step < total_steps:
                     checkpoint()
-            state.elapsed = time.time() - started
             checkpoint()
     except BaseException as err:  # record every failure, then re-raise
         if is_main:
             reason = str(err) if isinstance(err, TrainingFailed) else f"{type(err).__name__}: {err}"
-            run.update_summary(status="failed", reason=reason, wall_time_s=time.time() - started, step=state.step)
+            status = RunStatus.FAILED
+            run.finish(
+                replace(record, status=status, reason=reason, wall_time_s=time.time() - started, step=state.step)
+            )
         raise
     finally:
         bar.close()
 
     # -- the outcome
     checksums = acc.gather(torch.tensor([checksum(model)], device=acc.device)).tolist()
-    outcome = {
-        "status": "stopped" if stopped else "completed",
-        "reason": "stop requested" if stopped else None,
-        "step": state.step,
-        "final_metrics": None if stopped or not state.history else state.history[-1],
-        "best_metrics": state.best_metrics,
-        "wall_time_s": time.time() - started,
-        "peak_memory_mb": peak_memory_mb(acc.device),
-        "param_checksums": checksums,
-    }
-    if is_main:
-        summary = run.update_summary(**described, **outcome)
-        if config.log_with:
-            acc.end_training()
-    else:
-        summary = RunSummary(**described, **outcome, run_dir=str(run.path))
+    outcome = replace(
+        record,
+        status=RunStatus.STOPPED if stopped else RunStatus.COMPLETED,
+        reason="stop requested" if stopped else None,
+        step=state.step,
+        final_metrics=None if stopped or not state.history else state.history[-1],
+        best_metrics=state.best_metrics,
+        wall_time_s=time.time() - started,
+        peak_memory_mb=peak_memory_mb(acc.device),
+        param_checksums=checksums,
+    )
+    summary = run.finish(outcome) if is_main else replace(outcome, run_dir=str(run.path))
+    if is_main and config.log_with:
+        acc.end_training()
     acc.wait_for_everyone()
     return summary
 
@@ -505,4 +578,4 @@ def resumed_config(run: RunDir, overrides: dict[str, Any]) -> TrainConfig:
     if run.trainer_alive(summary):
         raise ValueError(f"{run.path.name} is being trained by process {summary.pid}; stop it before resuming")
     run.stop_file.unlink(missing_ok=True)  # a stop asked of the earlier trainer, not of this one
-    return replace(TrainConfig.from_dict(run.config().train), **overrides)
+    return replace(run.config().train, **overrides)

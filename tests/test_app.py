@@ -165,7 +165,7 @@ def test_jobs_queue_stop_reattach_and_failures(tmp_path):
 
     done_b, done_c, done_d = (second.find(j.id) for j in (b, c, d))
     assert done_b.status == "stopped" and done_b.reason == "stop requested"
-    adapter = Path(done_b.run_dir) / "adapter"
+    adapter = RunDir(done_b.run_dir).final_dir
     assert {"surm_config.json", "surm_model.safetensors", "trainable.safetensors"} <= set(os.listdir(adapter))
     assert not (Path(done_b.run_dir) / "STOP").exists()
     assert done_c.status == "failed" and ("loss became" in done_c.reason or "loss diverged" in done_c.reason)

@@ -157,4 +157,4 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
             browser.close()
     stopped = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
     assert sorted(s["status"] for s in stopped) == ["completed", "stopped"]
-    assert all((p.parent / "adapter" / "surm_model.safetensors").exists() for p in runs.glob("*/summary.json"))
+    assert all((p.parent / "final" / "surm_model.safetensors").exists() for p in runs.glob("*/summary.json"))

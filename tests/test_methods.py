@@ -6,7 +6,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from surmlab.budget import BudgetError
-from surmlab.methods import METHODS, lokr_count, prepare, summarize_layers
+from surmlab.methods import METHODS, lokr_count, method_info, prepare, summarize_layers
 from surmlab.tuner import surm_layers
 
 
@@ -273,3 +273,16 @@ def test_a_baseline_is_one_decorated_function(scratch_method):
         from surmlab.methods import register_method
 
         register_method("scale-head", kind="selective", lr=1.0, description="again")(scratch_method)
+
+
+def test_the_mode_rule_is_said_once_in_the_registry():
+    """Whether a method takes SURM's mode, and where its layers go, is asked of its record only."""
+    assert method_info("adapter") is method_info("houlsby")  # the Houlsby method's old name still works
+    assert method_info("surm-circulant").mode_for("adapter") == "adapter"
+    assert [method_info(m).mode_for("adapter") for m in ("lora", "houlsby", "bitfit", "c3a")] == ["lora"] * 4
+    assert method_info("houlsby").placement("lora") == "adapter"
+    assert (
+        method_info("surm-ldr").placement("adapter") == "adapter" and method_info("lora").placement("adapter") == "lora"
+    )
+    prepared = prepare("adapter", tiny_bert(), head=["classifier"], hyper={"bottleneck": 2})
+    assert prepared.method == "houlsby"  # runs record the registry name, whatever name asked for it

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -246,6 +247,8 @@ def test_kill_9_then_resume_logs_what_the_uninterrupted_run_logs(tmp_path):
     assert row["status"] == "interrupted" and "--resume" in row["reason"]  # ...and the table says why
     checkpoint = run.latest_checkpoint()
     assert checkpoint is not None and read_step(checkpoint) % 4 == 0 and read_step(checkpoint) > 60
+    trained_before = json.loads((checkpoint / "state.json").read_text())["elapsed"]
+    assert trained_before > 0  # each checkpoint knows how long the run had trained
 
     # resumed in a process like the first (same thread count: reductions then add up in the same order)
     resumed = subprocess.run([sys.executable, "-m", "surmlab", "train", "--resume", str(run.path)],
@@ -253,6 +256,7 @@ def test_kill_9_then_resume_logs_what_the_uninterrupted_run_logs(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = run.summary()
     assert summary.status == "completed" and summary.step == 120
+    assert summary.wall_time_s > trained_before  # both processes' time, not the resumed one's alone
     assert logged(run) == logged(uninterrupted)
     assert summary.final_metrics == uninterrupted.summary().final_metrics
 
@@ -266,7 +270,7 @@ def test_resume_options_apply_or_are_refused_by_name(tmp_path, capsys):
     run = RunDir(summary.run_dir)
     longer = train(TrainConfig(), resume=run.path, progress=False, overrides={"max_steps": 8})
     assert longer.step == 8 and [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, 9))
-    assert run.config().train["max_steps"] == 8
+    assert run.config().train.max_steps == 8
     assert cli(["train", "--resume", str(run.path), "--lr", "0.01"]) == 2
     assert "cannot change lr when resuming" in capsys.readouterr().err
     assert cli(["train", "--resume", str(run.path), "--max-steps", "10", "--epochs", "2"]) == 0  # 8 per epoch
@@ -322,6 +326,17 @@ def test_an_exploding_loss_is_a_failed_run_not_a_result(tmp_path):
         train(config, progress=False)
     (run_path,) = tmp_path.iterdir()
     assert RunDir(run_path).summary().status == "failed"
+
+
+def test_weights_that_explode_end_the_run_even_while_the_loss_looks_finite(tmp_path):
+    """At lr 1e6 the loss of this run stays finite and under the divergence bar (it completed, best
+    accuracy 0.44, before the guard) while the update's weights reach millions."""
+    config = small(method="surm-circulant", lr=1e6, max_steps=16, runs_dir=str(tmp_path))
+    with pytest.raises(TrainingFailed, match=r"the trained weights exploded: root mean square \S+ at step \d+"):
+        train(config, progress=False)
+    (run_path,) = tmp_path.iterdir()
+    summary = RunDir(run_path).summary()
+    assert summary.status == "failed" and "exploded" in summary.reason
 
 
 @pytest.mark.parametrize(
@@ -467,3 +482,111 @@ def test_schedules_warm_up_linearly_then_take_their_shape(schedule, last):
     assert lrs[:11] == pytest.approx([i / 10 for i in range(11)])
     assert lrs[55] == pytest.approx(1.0 if schedule == "constant" else 0.5)
     assert lrs[-1] == pytest.approx(last, abs=1e-4)
+
+
+def test_an_image_run_with_random_augmentations_resumes_exactly(tmp_path):
+    """The augmentations a resumed image run draws are the uninterrupted run's: each is seeded by
+    (seed, epoch, example), not drawn from a generator the data loader's prefetch has moved on."""
+    data_dir = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (data_dir / c).mkdir(parents=True)
+        for i in range(24):
+            Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(data_dir / c / f"{i}.png")
+    base = {"backbone": "tiny-vit", "task": f"folder:{data_dir}", "method": "lora", "budget": "1k", "batch_size": 4,
+            "epochs": 3, "max_eval": 8, "log_every": 1, "schedule": "constant", "warmup_ratio": 0.0,
+            "checkpoint_every": 0}  # fmt: skip
+
+    whole = train(TrainConfig(**base, max_steps=12, runs_dir=str(tmp_path / "a")), progress=False)
+    half = train(TrainConfig(**base, max_steps=5, runs_dir=str(tmp_path / "b")), progress=False)
+    resumed = train(TrainConfig(), resume=half.run_dir, progress=False, overrides={"max_steps": 12})
+    losses = [[(r["step"], r["loss"]) for r in RunDir(s.run_dir).metrics() if "loss" in r] for s in (whole, resumed)]
+    assert [step for step, _ in losses[1]] == list(range(1, 13))
+    assert losses[1] == losses[0]
+
+
+# -- run folders: one trainer each, nothing lost or doubled, nothing reached outside ---------------------
+
+
+def dead_trainer(run: RunDir) -> None:
+    """Mark ``run`` as a run whose trainer died without recording an outcome (as kill -9 leaves it)."""
+    run.update_summary(status="running", pid=2**22 + 1, host=None, heartbeat=0.0)
+
+
+def test_two_resumes_of_one_run_at_once_train_it_once(tmp_path):
+    summary = train(small(runs_dir=str(tmp_path), max_steps=2, log_every=1), progress=False)
+    run = RunDir(summary.run_dir)
+    dead_trainer(run)
+    cmd = [sys.executable, "-m", "surmlab", "train", "--resume", str(run.path), "--max-steps", "24", "--epochs", "3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in outcomes)
+    assert codes == [0, 2], outcomes
+    (refused,) = [err for code, err in outcomes if code == 2]
+    assert "is being trained by another process" in refused.splitlines()[-1]
+    steps = [r["step"] for r in run.metrics() if "loss" in r]
+    assert steps == list(range(1, 25)), steps  # nothing lost, nothing twice
+    assert run.summary().status == "completed"
+
+
+@pytest.mark.parametrize("pointer", [None, "step-000000099"])
+def test_a_resume_without_a_usable_checkpoint_starts_over_and_its_log_with_it(tmp_path, pointer, caplog):
+    """kill -9 before the first checkpoint (or a latest.json naming a missing folder) leaves a log but
+    nothing to resume from: the run starts over at step 0 and logs each step once."""
+    summary = train(small(runs_dir=str(tmp_path), max_steps=6, log_every=1), progress=False)
+    run = RunDir(summary.run_dir)
+    shutil.rmtree(run.checkpoint_dir)
+    if pointer:
+        run.checkpoint_dir.mkdir()
+        (run.checkpoint_dir / "latest.json").write_text(json.dumps({"step": 99, "folder": pointer}))
+    dead_trainer(run)
+    resumed = train(TrainConfig(), resume=run.path, progress=False)
+    assert resumed.status == "completed" and resumed.step == 6
+    assert [r["step"] for r in run.metrics() if "loss" in r] == list(range(1, 7))
+    assert "no usable checkpoint: it starts over at step 0" in caplog.text
+
+
+def plant_link(run: RunDir, name: str, target: Path) -> None:
+    path = run.path / name
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    path.symlink_to(target)
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "final", "adapter", "best", "summary.json"])
+def test_a_resume_never_writes_through_a_link_in_the_run_folder(tmp_path, name):
+    summary = train(small(runs_dir=str(tmp_path / "runs"), max_steps=2), progress=False)
+    run = RunDir(summary.run_dir)
+    if name == "adapter":  # a run folder of the older layout
+        (run.path / "final").rename(run.path / "adapter")
+    outside = tmp_path / "outside"
+    if name in ("final", "adapter", "best"):
+        outside.mkdir()
+    else:
+        outside.write_text("precious\n")
+    plant_link(run, name, outside)
+    with pytest.raises(ValueError, match=rf"{name} is a symbolic link; a run folder .* holds only its own files"):
+        train(TrainConfig(), resume=run.path, progress=False, overrides={"max_steps": 4})
+    assert (list(outside.iterdir()) == []) if outside.is_dir() else outside.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("folder", ["../../other/checkpoint/step-000000002", "step-000000002/../../../other"])
+def test_latest_json_cannot_point_outside_its_run(tmp_path, folder):
+    """A crafted latest.json naming another run's checkpoint is refused, not loaded and marked completed."""
+    mine = RunDir(train(small(runs_dir=str(tmp_path / "a"), max_steps=2), progress=False).run_dir)
+    train(small(runs_dir=str(tmp_path / "b"), max_steps=2, seed=1), progress=False)
+    (mine.checkpoint_dir / "latest.json").write_text(json.dumps({"step": 2, "folder": folder}))
+    dead_trainer(mine)
+    with pytest.raises(ValueError, match=r"names .*, not a checkpoint folder"):
+        train(TrainConfig(), resume=mine.path, progress=False, overrides={"max_steps": 4})
+    assert mine.summary().status == "running"  # nothing was recorded as completed
+
+
+def test_a_corrupt_run_config_is_named_on_resume(tmp_path, capsys):
+    run = RunDir(train(small(runs_dir=str(tmp_path), max_steps=2), progress=False).run_dir)
+    run.config_file.write_text("{not json")
+    assert cli(["train", "--resume", str(run.path)]) == 2
+    assert f"{run.config_file} is not a run configuration" in capsys.readouterr().err

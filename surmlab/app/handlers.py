@@ -20,12 +20,12 @@ import torch
 
 from ..methods import method_info
 from ..models import list_backbones
-from ..runs import RunSummary, list_runs
+from ..runs import RunDir, RunStatus, RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
 from .download import UnsafeFolder, zip_folder
 from .jobs import JobManager, JobRecord
-from .readout import BudgetReadout, Readout, parse_targets, takes_mode, takes_targets
+from .readout import BudgetReadout, Readout, parse_targets, takes_targets
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,10 @@ class Form:
         return text if text and method_info(self.method).budgeted else None
 
     def mode_value(self) -> str:
-        return self.mode if takes_mode(self.method) else "lora"
+        try:
+            return method_info(self.method).mode_for(self.mode)
+        except ValueError:  # an unknown method: the readout names it
+            return "lora"
 
     def targets_value(self, preset: list[str] | None) -> list[str] | None:
         if not takes_targets(self.method):
@@ -341,7 +344,7 @@ class Lab:
         for i, job in enumerate(snap.pending, 1):
             lines.append(f"**queued #{i}**: {job.label()}")
         for job in snap.recent[:5]:
-            why = f" — {job.reason}" if job.reason and job.status in ("failed", "cancelled") else ""
+            why = f" — {job.reason}" if job.reason and job.status in (RunStatus.FAILED, RunStatus.CANCELLED) else ""
             lines.append(f"{job.status}: {job.label()}{why}")
         return "  \n".join(lines) if lines else "No jobs yet."
 
@@ -356,7 +359,7 @@ class Lab:
             if path is None:
                 continue
             summary = read_summary(path)
-            chosen.append((name, summary.method_name, self.metrics.rows(path), summary.metric))
+            chosen.append((name, summary.method, self.metrics.rows(path), summary.metric))
         return plots.compare(chosen)
 
     def _run_path(self, name: str | None) -> Path | None:
@@ -371,13 +374,13 @@ class Lab:
         path = self._run_path(name)
         if path is None:
             return None, "Choose a run."
-        adapter = path / "adapter"
+        adapter = RunDir(path).final_dir  # final/ (adapter/ in older run folders)
         if not path.is_symlink() and not adapter.is_symlink() and (not adapter.is_dir() or not any(adapter.iterdir())):
             status = read_summary(path).status or "unknown"
             return None, f"{name} has no saved adapter (status: {status})."
         archive = self.downloads / f"{name}-adapter.zip"
         try:
-            files = zip_folder(path, "adapter", archive)
+            files = zip_folder(path, adapter.name, archive)
         except UnsafeFolder as err:
             log.warning("download refused: %s", err)
             return None, f"Not served: {err}."
@@ -401,22 +404,22 @@ class Lab:
 
 # -- presentation helpers -------------------------------------------------------------------------------
 
+GREY = "#6b7280"
 COLOURS = {
-    "completed": "#15803d",
-    "running": "#2563eb",
-    "starting": "#2563eb",
-    "queued": "#6b7280",
-    "stopped": "#b45309",
-    "interrupted": "#b45309",
-    "failed": "#b91c1c",
-    "cancelled": "#6b7280",
-    "idle": "#6b7280",
-}
+    RunStatus.COMPLETED: "#15803d",
+    RunStatus.RUNNING: "#2563eb",
+    RunStatus.STARTING: "#2563eb",
+    RunStatus.QUEUED: GREY,
+    RunStatus.STOPPED: "#b45309",
+    RunStatus.INTERRUPTED: "#b45309",
+    RunStatus.FAILED: "#b91c1c",
+    RunStatus.CANCELLED: GREY,
+}  # anything else (the page's "idle") is grey
 
 
 def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary: RunSummary | None = None) -> str:
     """The live status block: status, progress bar, step, elapsed and remaining time, outcome."""
-    colour = COLOURS.get(status, "#6b7280")
+    colour = COLOURS.get(status, GREY)
     esc = html.escape
     parts = [
         f'<div class="surm-status" data-status="{esc(status)}" style="font-size:0.95rem;line-height:1.5">',
@@ -424,14 +427,14 @@ def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary:
         f" · {esc(label)}</div>",
     ]
     if p is not None:
-        pct = 100 * (1.0 if status == "completed" else p.fraction)
+        pct = 100 * (1.0 if status == RunStatus.COMPLETED else p.fraction)
         parts.append(
             '<div style="background:#e5e7eb;border-radius:4px;height:10px;margin:6px 0;overflow:hidden">'
             f'<div class="surm-bar" style="width:{pct:.1f}%;background:{colour};height:100%"></div></div>'
         )
         total = p.total_steps if p.total_steps is not None else "?"
         bits = [f"step {p.step} / {total}", f"elapsed {format_seconds(p.elapsed_s)}"]
-        if status == "running":
+        if status == RunStatus.RUNNING:
             bits.append(f"remaining ~{format_seconds(p.remaining_s)}")
         if p.loss is not None:
             bits.append(f"loss {p.loss:.4f}")
@@ -439,15 +442,15 @@ def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary:
             bits.append(f"{p.metric} {p.metric_value:.4f}")
         parts.append(f"<div>{' · '.join(esc(b) for b in bits)}</div>")
     if job is not None:
-        if status == "starting":
+        if status == RunStatus.STARTING:
             parts.append("<div>Loading the backbone and the data…</div>")
         if job.run_dir:
             parts.append(f'<div style="color:#6b7280">run: {esc(Path(job.run_dir).name)}</div>')
-        if job.reason and status in ("failed", "cancelled", "stopped"):
+        if job.reason and status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED):
             parts.append(f'<div class="surm-reason" style="color:{colour}">reason: {esc(job.reason)}</div>')
-        adapter = Path(job.run_dir) / "adapter" if job.run_dir else None
-        if status in ("completed", "stopped") and adapter is not None and adapter.is_dir():
-            parts.append(f'<div class="surm-adapter">adapter saved: {esc(adapter.parent.name)}/adapter</div>')
+        weights = RunDir(job.run_dir).final_dir if job.run_dir else None
+        if status in (RunStatus.COMPLETED, RunStatus.STOPPED) and weights is not None and weights.is_dir():
+            parts.append(f'<div class="surm-adapter">adapter saved: {esc(weights.parent.name)}/{weights.name}</div>')
     parts.append("</div>")
     return "".join(parts)
 

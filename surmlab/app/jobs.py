@@ -36,14 +36,12 @@ except ImportError:  # Windows: no advisory lock, one app per runs folder is the
     fcntl = None
 
 from ..fileio import read_json, write_json
-from ..runs import RunDir, RunSummary, pid_alive, slug
+from ..runs import RunDir, RunStatus, RunSummary, pid_alive, slug
 from ..train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 APP_DIR = ".surmlab-app"  # inside the runs folder; list_runs ignores it (it has no summary.json)
-ACTIVE = ("starting", "running")  # a process exists
-FINISHED = ("completed", "stopped", "failed", "cancelled")
 RECENT = 50  # finished jobs kept in the queue file
 PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])  # so the child imports this very surmlab
 
@@ -53,10 +51,10 @@ class JobRecord:
     """One submitted training: queued, then starting (process up), running (run folder exists), finished."""
 
     id: str
-    config: dict[str, Any]  # TrainConfig fields
+    config: TrainConfig
     name: str  # the --name passed to the child; ends with the id
     submitted: float
-    status: str = "queued"
+    status: RunStatus = RunStatus.QUEUED
     started: float | None = None
     finished: float | None = None
     pid: int | None = None
@@ -69,12 +67,15 @@ class JobRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values["config"] = TrainConfig.from_dict(values.get("config") or {})
+        values["status"] = RunStatus(values.get("status", RunStatus.QUEUED))
+        return cls(**values)
 
     def label(self) -> str:
         c = self.config
-        budget = f", budget {c['budget']}" if c.get("budget") is not None else ""
-        return f"{c.get('method')} on {c.get('backbone')} / {c.get('task')}{budget}"
+        budget = f", budget {c.budget}" if c.budget is not None else ""
+        return f"{c.method} on {c.backbone} / {c.task}{budget}"
 
 
 def describe_exit(code: int | None) -> str:
@@ -184,8 +185,8 @@ class JobManager:
         """Queue ``config`` (its ``runs_dir`` is replaced by this manager's); starts it if nothing runs."""
         job_id = secrets.token_hex(3)
         base = slug(config.run_name())[:80]
-        values = asdict(replace(config, runs_dir=str(self.runs_dir), name=f"{base}-{job_id}"))
-        job = JobRecord(id=job_id, config=values, name=values["name"], submitted=time.time())
+        config = replace(config, runs_dir=str(self.runs_dir), name=f"{base}-{job_id}")
+        job = JobRecord(id=job_id, config=config, name=config.name, submitted=time.time())
         with self._lock:
             self.state.pending.append(job)
             self._save()
@@ -200,7 +201,7 @@ class JobManager:
                 for job in self.state.pending:
                     if job.id == job_id:
                         self.state.pending.remove(job)
-                        self._finish(job, "cancelled", "removed from the queue")
+                        self._finish(job, RunStatus.CANCELLED, "removed from the queue")
                         self._save()
                         return f"Removed {job.label()} from the queue."
                 return "That job is no longer queued or running."
@@ -217,7 +218,7 @@ class JobManager:
         with self._lock:
             jobs, self.state.pending = self.state.pending, []
             for job in jobs:
-                self._finish(job, "cancelled", "removed from the queue")
+                self._finish(job, RunStatus.CANCELLED, "removed from the queue")
             if jobs:
                 self._save()
         return f"Removed {len(jobs)} queued job(s)." if jobs else "The queue is empty."
@@ -262,7 +263,7 @@ class JobManager:
         if job.run_dir is None:
             found = self._find_run_dir(job)
             if found is not None:
-                job.run_dir, job.status, changed = str(found), "running", True
+                job.run_dir, job.status, changed = str(found), RunStatus.RUNNING, True
         if job.stop_requested:
             self._apply_stop(job)
         alive, code = self._child_status(job)
@@ -295,10 +296,10 @@ class JobManager:
         cmd = [self.python, "-m", "surmlab", "train", "--config", str(config_file)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-        job.started, job.status = time.time(), "starting"
+        job.started, job.status = time.time(), RunStatus.STARTING
         self.state.current = job
         try:
-            write_json(config_file, asdict(TrainConfig.from_dict(job.config)))
+            write_json(config_file, asdict(job.config))
             with open(job.log, "ab") as out:
                 out.write(("$ " + " ".join(cmd) + "\n").encode())
                 out.flush()
@@ -337,16 +338,16 @@ class JobManager:
             why = f"{why}: {detail}" if detail and code else why
             with contextlib.suppress(OSError, ValueError):
                 extra = {} if recorded else {"config": job.config}
-                run.update_summary(status="failed", reason=why, **extra)
-            self._finish(job, "failed", why)
+                run.update_summary(status=RunStatus.FAILED, reason=why, **extra)
+            self._finish(job, RunStatus.FAILED, why)
         elif job.stop_requested and not reason:
-            self._finish(job, "cancelled", "stopped before training started")
+            self._finish(job, RunStatus.CANCELLED, "stopped before training started")
         else:
-            self._finish(job, "failed", reason or error_from_log(job.log) or describe_exit(code))
+            self._finish(job, RunStatus.FAILED, reason or error_from_log(job.log) or describe_exit(code))
         if self._proc is not None and self._proc.pid == job.pid:
             self._proc = None
 
-    def _finish(self, job: JobRecord, status: str, reason: str | None) -> None:
+    def _finish(self, job: JobRecord, status: RunStatus, reason: str | None) -> None:
         job.status, job.reason, job.finished = status, reason, time.time()
         if self.state.current is job:
             self.state.current = None

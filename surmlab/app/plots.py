@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from ..methods import METHODS
 from ..plots import pareto_front
+from ..status import RunStatus
 from .readout import takes_mode
 
 PALETTE = qualitative.Dark24
@@ -113,7 +114,8 @@ def tradeoff(table: pd.DataFrame, title: str = "Trade-off: trainable parameters 
     ``table``: ``surmlab.runs.list_runs`` rows. Completed runs are filled markers, stopped runs with
     an evaluation are open ones; running and failed runs are left out.
     """
-    data = table[table["status"].isin(["completed", "stopped"])].dropna(subset=["trainable_params", "best"])
+    finished = table["status"].isin([RunStatus.COMPLETED, RunStatus.STOPPED])
+    data = table[finished].dropna(subset=["trainable_params", "best"])
     if data.empty:
         return empty(title, "finished runs appear here")
     data = data.assign(
@@ -148,7 +150,7 @@ def tradeoff(table: pd.DataFrame, title: str = "Trade-off: trainable parameters 
                 marker={
                     "size": 11,
                     "color": colour(method),
-                    "symbol": ["circle" if s == "completed" else "circle-open" for s in part["status"]],
+                    "symbol": ["circle" if s == RunStatus.COMPLETED else "circle-open" for s in part["status"]],
                     "line": {"width": 1.5, "color": colour(method)},
                 },
                 customdata=part[["run", "group", "metric", "status"]].to_numpy(),

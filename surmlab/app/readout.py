@@ -52,10 +52,11 @@ def takes_targets(method: Any) -> bool:
 
 
 def effective_mode(method: str, mode: str) -> str:
-    """``adapter`` placement for SURM adapters and Houlsby adapters, ``lora`` otherwise."""
-    if method == "adapter" or (takes_mode(method) and mode == "adapter"):
-        return "adapter"
-    return "lora"
+    """Where ``method`` puts its layers (``Method.placement``); an unknown name: on the linear layers."""
+    try:
+        return method_info(method).placement(mode)
+    except ValueError:
+        return "lora"
 
 
 def parse_targets(text: str | None) -> list[str] | None:
@@ -134,7 +135,7 @@ class BudgetReadout:
             num_labels, modality = task_shape(task)
         except ValueError as err:
             return Readout(False, str(err))
-        mode = mode if info.takes_mode else "lora"
+        mode = info.mode_for(mode)
         try:
             bb = self.backbone(backbone, num_labels)
         except Exception as err:  # unknown name, hub unreachable, bad folder: all end up as a message

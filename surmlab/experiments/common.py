@@ -143,7 +143,7 @@ def check_budgets(backbone: str, labels: int, methods: Iterable[str], budget: An
         if not info.budgeted or budget is None:
             continue
         bb = load_backbone(backbone, labels, pretrained=False)
-        prepare(method, bb.model, head=bb.head, budget=budget, mode=mode if info.takes_mode else "lora")
+        prepare(method, bb.model, head=bb.head, budget=budget, mode=info.mode_for(mode))
 
 
 def merged(model: nn.Module) -> nn.Module:
@@ -288,7 +288,7 @@ def train_row(**config: Any) -> dict[str, Any]:
         "backbone": cfg.backbone,
         "task": cfg.task,
         "method": cfg.method,
-        "mode": cfg.mode if method_info(cfg.method).takes_mode else "",  # mode is a SURM setting
+        "mode": cfg.mode if method_info(cfg.method).takes_mode else "",  # shown only where a method has a mode
         "seed": cfg.seed,
         "hyper": str(summary.hyper),
         "targets": summary.targets,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import plots
-from ..runs import list_runs
+from ..runs import RunStatus, list_runs
 from ..study import StudySpec, check_budgets
 from ..study import figures as study_figures
 from . import common
@@ -87,7 +87,7 @@ def run(p: Params, out: Path) -> pd.DataFrame:
         return table
     runs_dir = p.runs_dir or str(out / "runs")
     table = list_runs(runs_dir)
-    table = table[(table.status == "completed") & table.best.notna()].reset_index(drop=True)
+    table = table[(table.status == RunStatus.COMPLETED) & table.best.notna()].reset_index(drop=True)
     if table.empty:
         raise ValueError(f"no completed runs under {runs_dir!r}: train some, or set sweep")
     table["on_frontier"] = frontier(table, "trainable_params", "best")

@@ -34,14 +34,14 @@ class HoulsbyAdapter(nn.Module):
 
 
 @register_method(
-    "adapter",
-    kind="adapter",
+    "houlsby",  # formerly "adapter", which still works (registry.ALIASES)
+    kind="houlsby",
     lr=1e-3,
     description="Houlsby bottleneck adapter after attention and MLP outputs",
     budgeted=True,
     hyper_keys=("bottleneck",),
 )
-def build_adapter(model: nn.Module, request: Request) -> Built:
+def build_houlsby(model: nn.Module, request: Request) -> Built:
     layers = preset_targets(model, "adapter", request.targets)
     widest = min(lay.out_features for _, lay in layers)  # a bottleneck is at most as wide as its layer
     if request.hyper:

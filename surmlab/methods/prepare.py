@@ -69,7 +69,7 @@ def prepare(
         raise BudgetError(f"{method} needs --budget (e.g. 50k) or explicit hyper-parameters")
     if not info.budgeted and budget is not None:
         raise BudgetError(f"{method} has no size knob; drop the budget")
-    if mode != "lora" and not info.takes_mode:
+    if info.mode_for(mode) != mode:
         raise ValueError(f"mode {mode!r} applies to surm-* methods only")
     if hyper and budget is not None:
         raise BudgetError(f"give either hyper-parameters {hyper} or a budget ({budget}) for {method}, not both")
@@ -85,7 +85,7 @@ def prepare(
     head_params = sum(p.numel() for n, p in built.model.named_parameters() if n in head_names)
     return Prepared(
         model=built.model,
-        method=method,
+        method=info.name,
         hyper=built.hyper,
         method_params=trainable - head_params,
         head_params=head_params,

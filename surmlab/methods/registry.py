@@ -21,7 +21,9 @@ from torch import nn
 
 HEAD_LR = 1e-3  # classifier heads start from scratch; every method trains them at this rate
 # The order the lab lists methods in: by kind, then in order of registration.
-KINDS = ("surm", "lora", "peft", "adapter", "selective", "full")
+KINDS = ("surm", "lora", "peft", "houlsby", "selective", "full")
+# Older names that still work everywhere a method is named (CLI, study specs, saved run configs).
+ALIASES = {"adapter": "houlsby"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,16 @@ class Method:
         """Whether the method offers SURM's ``lora``/``adapter`` modes (every surm-* method does)."""
         return self.structure is not None
 
+    def mode_for(self, mode: str) -> str:
+        """The mode the method runs in when ``mode`` is asked for: the rule, said once. SURM's methods
+        take it; every other method has no mode, which the lab records as ``lora``."""
+        return mode if self.takes_mode else "lora"
+
+    def placement(self, mode: str) -> str:
+        """Where the method's layers go: after sublayer outputs (``adapter``: SURM in adapter mode and
+        Houlsby's adapter) or on the targeted linear layers (``lora``)."""
+        return "adapter" if self.kind == "houlsby" else self.mode_for(mode)
+
     def check_hyper(self, hyper: dict[str, Any]) -> None:
         """Refuse hyper-parameter names the method does not take (a family checks its own values later)."""
         if self.structure is not None or not hyper:
@@ -119,7 +131,8 @@ def register_method(
 
 
 def method_info(name: str) -> Method:
+    """The method registered as ``name`` (or under an older name in ``ALIASES``)."""
     try:
-        return METHODS[name]
+        return METHODS[ALIASES.get(name, name)]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None

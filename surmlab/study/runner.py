@@ -24,15 +24,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..fileio import write_json
-from ..methods import METHODS, prepare
+from ..methods import method_info, prepare
 from ..models import load_backbone
-from ..runs import RunDir
+from ..runs import RunDir, RunStatus
 from ..train import train
 from ..train_config import TrainConfig
 from .spec import Cell, StudySpec
 
 CELLS_FILE = "cells.json"
-FINISHED = ("completed",)
 
 
 @dataclass
@@ -40,7 +39,7 @@ class CellOutcome:
     """What became of one cell: its run folder (relative to the study), status and, if failed, why."""
 
     key: str
-    status: str  # completed | failed | interrupted | stopped | pending
+    status: RunStatus  # completed | failed | interrupted | stopped | pending
     run: str | None = None
     reason: str | None = None
     wall_time_s: float | None = None
@@ -54,7 +53,7 @@ def check_budgets(spec: StudySpec) -> None:
     settings += [(m, {"hyper": h}) for m, h in spec.hyper.items()]
     for method, setting in settings:
         backbone = load_backbone(spec.backbone, 2, pretrained=False)
-        mode = spec.mode if METHODS[method].takes_mode else "lora"
+        mode = method_info(method).mode_for(spec.mode)
         try:
             prepare(method, backbone.model, head=backbone.head, mode=mode, **setting)
         except ValueError as err:  # a BudgetError keeps its type
@@ -67,25 +66,20 @@ def find_run(runs_dir: Path, key: str) -> Path | None:
     found = []
     for config_file in runs_dir.glob("*/config.json"):
         try:
-            if RunDir(config_file.parent).config().train.get("name") == key:
+            if RunDir(config_file.parent).config().train.name == key:
                 found.append(config_file.parent)
         except (OSError, ValueError, TypeError):
             continue
     return max(found, key=lambda p: p.name) if found else None
 
 
-def cell_state(runs_dir: Path, key: str) -> tuple[str, Path | None]:
+def cell_state(runs_dir: Path, key: str) -> tuple[RunStatus, Path | None]:
     """``(status, run folder)`` of a cell from its run store: pending when it never started;
-    interrupted when its trainer died."""
+    interrupted when its trainer died (or died before it recorded anything)."""
     run = find_run(runs_dir, key)
     if run is None:
-        return "pending", None
-    folder = RunDir(run)
-    summary = folder.summary()
-    status = summary.status or "interrupted"
-    if status == "running" and not folder.trainer_alive(summary):
-        status = "interrupted"
-    return status, run
+        return RunStatus.PENDING, None
+    return RunDir(run).status() or RunStatus.INTERRUPTED, run
 
 
 def _work(config: dict[str, Any], resume: str | None, threads: int | None, device: str | None) -> dict[str, Any]:
@@ -99,7 +93,8 @@ def _work(config: dict[str, Any], resume: str | None, threads: int | None, devic
         summary = train(TrainConfig(**config), resume=resume, progress=False)
         return {"status": summary.status, "reason": summary.reason, "wall_time_s": time.time() - started}
     except Exception as err:  # recorded by the parent; the other cells go on
-        return {"status": "failed", "reason": f"{type(err).__name__}: {err}", "wall_time_s": time.time() - started}
+        reason = f"{type(err).__name__}: {err}"
+        return {"status": RunStatus.FAILED, "reason": reason, "wall_time_s": time.time() - started}
 
 
 class InlinePool:
@@ -148,8 +143,8 @@ def run_cells(
     for cell in cells:
         status, run = cell_state(runs_dir, cell.key)
         outcomes[cell.key] = CellOutcome(cell.key, status, str(run.relative_to(folder)) if run else None)
-        if status not in FINISHED:
-            queue.append((cell, run if status in ("interrupted", "stopped") else None))
+        if status is not RunStatus.COMPLETED:  # a failed cell is tried again; an interrupted one resumed
+            queue.append((cell, run if status.resumable else None))
     save_outcomes(folder, outcomes)
     gpus = 0 if ray else torch.cuda.device_count()
     workers = max(1, min(workers, gpus or workers))
@@ -173,7 +168,7 @@ def run_cells(
                 config = spec.train_config(cell, runs_dir)
                 future = pool.submit(_work, config, str(resume) if resume else None, threads, device)
                 running[future] = (cell, device, pool)
-                outcomes[cell.key].status = "running"
+                outcomes[cell.key].status = RunStatus.RUNNING
             bar.set_postfix(running=len(running), left=len(queue))
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -183,14 +178,14 @@ def run_cells(
                     result = future.result()
                 except Exception as err:  # the worker itself died: killed, out of memory, crashed
                     reason = f"the worker process died ({type(err).__name__}: {err})"
-                    result = {"status": "failed", "reason": reason, "wall_time_s": None}
+                    result = {"status": RunStatus.FAILED, "reason": reason, "wall_time_s": None}
                     if isinstance(err, BrokenProcessPool) and used is pool:  # the other cells need a new pool
                         pool.shutdown(wait=False, cancel_futures=True)
                         pool = new_pool()
                 _, run = cell_state(runs_dir, cell.key)
                 outcomes[cell.key] = CellOutcome(
                     cell.key,
-                    result["status"],
+                    RunStatus(result["status"]),
                     str(run.relative_to(folder)) if run else None,
                     result["reason"],
                     result["wall_time_s"],
@@ -209,4 +204,5 @@ def save_outcomes(folder: Path, outcomes: dict[str, CellOutcome]) -> None:
 
 def load_outcomes(folder: Path) -> list[CellOutcome]:
     file = folder / CELLS_FILE
-    return [CellOutcome(**row) for row in json.loads(file.read_text())] if file.exists() else []
+    rows = json.loads(file.read_text()) if file.exists() else []
+    return [CellOutcome(**{**row, "status": RunStatus(row["status"])}) for row in rows]

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..budget import parse_budget
 from ..fileio import read_json, write_json
-from ..methods import METHODS, method_info
+from ..methods import method_info
 from ..train_config import TrainConfig
 
 SPEC_FILE = "spec.json"
@@ -84,7 +84,7 @@ class StudySpec:
         for method, values in self.hyper.items():
             if not isinstance(values, dict):
                 raise ValueError(f"hyper of {method!r} must be a mapping, e.g. {{}} or {{'bottleneck': 64}}")
-            METHODS[method].check_hyper(values)
+            method_info(method).check_hyper(values)
         if any(self.sized(m) for m in self.methods) and not self.budgets:
             raise ValueError("budgeted methods need at least one budget (or fixed hyper-parameters in hyper)")
         if not self.lrs:
@@ -97,7 +97,7 @@ class StudySpec:
     # -- the grid -----------------------------------------------------------------------------------------
     def sized(self, method: str) -> bool:
         """Whether ``method`` runs once per budget (it has a size knob and no fixed hyper-parameters)."""
-        return METHODS[method].budgeted and method not in self.hyper
+        return method_info(method).budgeted and method not in self.hyper
 
     def cells(self) -> list[Cell]:
         """Every run of the grid; a method without a size knob (or in ``hyper``) once per seed and lr. Seeds are the
@@ -119,7 +119,7 @@ class StudySpec:
             "hyper": dict(self.hyper.get(cell.method, {})),
             "seed": cell.seed,
             "lr": cell.lr,
-            "mode": self.mode if METHODS[cell.method].takes_mode else "lora",
+            "mode": method_info(cell.method).mode_for(self.mode),
             "runs_dir": str(runs_dir),
             "name": cell.key,
         }

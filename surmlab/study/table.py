@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs import RunDir, RunSummary
+from ..runs import RunDir, RunStatus, RunSummary
 from .runner import CellOutcome
 from .spec import StudySpec
 from .stats import estimate, paired
@@ -22,9 +22,9 @@ def cell_rows(spec: StudySpec, folder: Path, outcomes: list[CellOutcome]) -> pd.
     by_key = {o.key: o for o in outcomes}
     rows: list[dict[str, Any]] = []
     for cell in spec.cells():
-        outcome = by_key.get(cell.key, CellOutcome(cell.key, "pending"))
+        outcome = by_key.get(cell.key, CellOutcome(cell.key, RunStatus.PENDING))
         summary = RunDir(folder / outcome.run).summary() if outcome.run else RunSummary()
-        final = summary.final if outcome.status == "completed" else None
+        final = summary.final if outcome.status is RunStatus.COMPLETED else None
         rows.append(
             {
                 "method": cell.method,
@@ -51,7 +51,7 @@ def summarize(spec: StudySpec, cells: pd.DataFrame) -> pd.DataFrame:
     difference from ``spec.baseline`` at the same budget (and lr), with its interval and p-value. A
     method without a budget (no size knob, or fixed hyper-parameters) is compared with the baseline
     when the baseline ran at a single budget."""
-    done = cells[cells.status == "completed"].dropna(subset=["final"])
+    done = cells[cells.status == RunStatus.COMPLETED].dropna(subset=["final"])
     baseline = {
         (budget, lr): dict(zip(part.seed, part.final, strict=True))
         for (method, budget, lr), part in done.groupby(GROUP, sort=False)
@@ -59,7 +59,7 @@ def summarize(spec: StudySpec, cells: pd.DataFrame) -> pd.DataFrame:
     }
     rows = []
     for (method, budget, lr), part in cells.groupby(GROUP, sort=False):
-        finished = part[(part.status == "completed") & part.final.notna()]
+        finished = part[(part.status == RunStatus.COMPLETED) & part.final.notna()]
         row: dict[str, Any] = {
             "method": method,
             "budget": budget,
@@ -68,7 +68,7 @@ def summarize(spec: StudySpec, cells: pd.DataFrame) -> pd.DataFrame:
             "trainable_params": _one(finished.trainable_params),
             "targets": _one(finished.targets),
             "seeds": len(finished),
-            "failed": int((part.status == "failed").sum()),
+            "failed": int((part.status == RunStatus.FAILED).sum()),
             "metric": _one(finished.metric),
         }
         if len(finished):
