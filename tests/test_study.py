@@ -1,7 +1,12 @@
 """Studies: statistics against closed forms, the spec's checks, and a small grid end to end."""
 
+import contextlib
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -268,3 +273,99 @@ def test_cli_study_from_a_yaml_spec_and_bad_flags_in_one_line(tmp_path, capsys):
     assert "seed list is empty" in capsys.readouterr().err
     assert main(["study", "--name", "x", "--methods", "adapter", "--hyper", "[64]", "--baseline", "adapter"]) == 2
     assert "--hyper '[64]' must be a JSON object" in capsys.readouterr().err
+
+
+# -- workers and parents, one process per cell ----------------------------------------------------------
+
+LONG_CELL = {"max_steps": 3000, "epochs": 3000, "max_train": 64, "max_eval": 16, "max_length": 16}
+
+
+def _study_process(tmp_path, spec: dict, workers: int) -> subprocess.Popen:
+    """``surmlab study`` in its own process (and process group, so a test can clean up after it)."""
+    file = tmp_path / f"{spec['name']}.json"
+    file.write_text(json.dumps(spec))
+    cmd = [sys.executable, "-m", "surmlab", "study", str(file), "--root", str(tmp_path), "--workers", str(workers)]
+    with open(tmp_path / f"{spec['name']}.log", "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(condition, what: str, timeout: float = 180.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _logged(run_dirs) -> bool:
+    return any((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size for run in run_dirs)
+
+
+def test_workers_die_with_a_study_killed_outright(tmp_path):
+    """kill -9 of the study process with --workers 2: its worker processes (which would otherwise train
+    on, ~1 GB each on a real backbone) die with it, and their cells are free to resume."""
+    spec = {**BASE, "name": "orphans", "methods": ["lora"], "budgets": ["2k"], "seeds": [0, 1], "train": LONG_CELL}
+    parent = _study_process(tmp_path, spec, workers=2)
+    try:
+        runs = tmp_path / "orphans" / "runs"
+        _wait(lambda: len([r for r in runs.glob("*") if _logged([r])]) == 2, "both cells to train")
+        workers = [p for p in psutil.Process(parent.pid).children() if "spawn" in " ".join(p.cmdline())]
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait()
+        from surmlab.study.guard import cell_holder
+        from surmlab.study.runner import cell_state
+
+        keys = [cell.key for cell in StudySpec.from_dict(spec).cells()]
+        folder = tmp_path / "orphans"
+
+        def dead() -> bool:  # and their last threads too: a process's locks go when its last thread exits
+            return all(_gone(w.pid) for w in workers) and all(cell_holder(folder, k) is None for k in keys)
+
+        try:
+            _wait(dead, "the workers to die with their parent", timeout=30)
+        except AssertionError:
+            states = {w.pid: "gone" if _gone(w.pid) else w.status() for w in workers}
+            raise AssertionError(f"workers {states}, locks {[cell_holder(folder, k) for k in keys]}") from None
+        assert [cell_state(runs, key)[0] for key in keys] == ["interrupted"] * 2  # the next study resumes them
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+
+
+def test_a_cell_a_live_study_trains_is_not_started_again(tmp_path):
+    """A second `surmlab study` of the same folder while the first trains a cell leaves that cell alone
+    (no second run folder, no doubled steps) and says who holds it; a worker that reaches a held cell
+    (the probe raced) gives it up too."""
+    from surmlab.study.runner import _work
+
+    spec = {**BASE, "name": "twice", "methods": ["lora"], "budgets": ["2k"], "seeds": [0], "train": LONG_CELL}
+    first = _study_process(tmp_path, spec, workers=1)
+    runs = tmp_path / "twice" / "runs"
+    try:
+        _wait(lambda: _logged(runs.glob("*")), "the first study to train its cell")
+        second = study(StudySpec.from_dict(spec), root=tmp_path, workers=2, progress=False)
+        assert list(second.cells.status) == ["running"]
+        assert f"being trained by another process (pid {first.pid} " in second.cells.reason[0]
+        key = StudySpec.from_dict(spec).cells()[0].key
+        config = StudySpec.from_dict(spec).train_config(StudySpec.from_dict(spec).cells()[0], runs)
+        raced = _work(config, str(tmp_path / "twice"), None, None)
+        assert raced["status"] == "running" and f"cell {key} is being trained by another process" in raced["reason"]
+        assert len(list(runs.iterdir())) == 1
+        (next(runs.iterdir()) / "STOP").touch()  # end the first study's cell
+        assert first.wait(timeout=120) is not None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    (run,) = runs.iterdir()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if "loss" in row]
+    assert steps == sorted(set(steps)) and len(steps) > 1  # one trainer: every step logged once

@@ -29,6 +29,7 @@ from ..models import load_backbone
 from ..runs import RunDir, RunStatus
 from ..train import train
 from ..train_config import TrainConfig
+from .guard import CellBusy, CellLock, cell_holder, die_with_parent
 from .spec import Cell, StudySpec
 
 CELLS_FILE = "cells.json"
@@ -82,16 +83,29 @@ def cell_state(runs_dir: Path, key: str) -> tuple[RunStatus, Path | None]:
     return RunDir(run).status() or RunStatus.INTERRUPTED, run
 
 
-def _work(config: dict[str, Any], resume: str | None, threads: int | None, device: str | None) -> dict[str, Any]:
-    """One cell (in a worker process, or here); every failure comes back as data, never as a dead pool."""
+def _work(config: dict[str, Any], folder: str, threads: int | None, device: str | None) -> dict[str, Any]:
+    """One cell (in a worker process, or here); every failure comes back as data, never as a dead pool.
+    The cell's lock is held while it trains, and its state is read again under the lock: whether to
+    resume or start it is decided by the one process that holds it."""
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.time()
+    key = config["name"]
     try:
-        summary = train(TrainConfig(**config), resume=resume, progress=False)
+        with CellLock(Path(folder), key):
+            status, run = cell_state(Path(config["runs_dir"]), key)
+            if status is RunStatus.COMPLETED:  # finished by another study since this one looked
+                return {"status": status, "reason": None, "wall_time_s": 0.0}
+            if status is RunStatus.RUNNING:  # a trainer outside any study, e.g. a --resume by hand
+                reason = f"{run.name} is being trained by another process; run the study again when it ends"
+                return {"status": status, "reason": reason, "wall_time_s": 0.0}
+            resume = str(run) if run is not None and status.resumable else None
+            summary = train(TrainConfig(**config), resume=resume, progress=False)
         return {"status": summary.status, "reason": summary.reason, "wall_time_s": time.time() - started}
+    except CellBusy as err:
+        return {"status": RunStatus.RUNNING, "reason": f"{err}; run the study again when it ends", "wall_time_s": 0.0}
     except Exception as err:  # recorded by the parent; the other cells go on
         reason = f"{type(err).__name__}: {err}"
         return {"status": RunStatus.FAILED, "reason": reason, "wall_time_s": time.time() - started}
@@ -139,12 +153,15 @@ def run_cells(
     runs_dir.mkdir(parents=True, exist_ok=True)
     cells = spec.cells()
     outcomes: dict[str, CellOutcome] = {}
-    queue: list[tuple[Cell, Path | None]] = []
+    queue: list[Cell] = []
     for cell in cells:
         status, run = cell_state(runs_dir, cell.key)
         outcomes[cell.key] = CellOutcome(cell.key, status, str(run.relative_to(folder)) if run else None)
-        if status is not RunStatus.COMPLETED:  # a failed cell is tried again; an interrupted one resumed
-            queue.append((cell, run if status.resumable else None))
+        if (holder := cell_holder(folder, cell.key)) is not None:  # another `surmlab study` trains it now
+            outcomes[cell.key].status = RunStatus.RUNNING
+            outcomes[cell.key].reason = f"being trained by another process ({holder})"
+        elif status is not RunStatus.COMPLETED:  # a failed cell is tried again; an interrupted one resumed
+            queue.append(cell)
     save_outcomes(folder, outcomes)
     gpus = 0 if ray else torch.cuda.device_count()
     workers = max(1, min(workers, gpus or workers))
@@ -157,16 +174,20 @@ def run_cells(
     def new_pool() -> Any:
         if inline:
             return InlinePool()
-        return RayPool(ray, workers) if ray else ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        if ray:
+            return RayPool(ray, workers)
+        return ProcessPoolExecutor(  # workers die with this process, even when it is killed outright
+            workers, mp_context=get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
+        )
 
     pool = new_pool()
     try:
         while queue or running:
             while queue and devices:  # one cell per free worker (per GPU)
-                cell, resume = queue.pop(0)
+                cell = queue.pop(0)
                 device = devices.pop(0)
                 config = spec.train_config(cell, runs_dir)
-                future = pool.submit(_work, config, str(resume) if resume else None, threads, device)
+                future = pool.submit(_work, config, str(folder), threads, device)
                 running[future] = (cell, device, pool)
                 outcomes[cell.key].status = RunStatus.RUNNING
             bar.set_postfix(running=len(running), left=len(queue))
