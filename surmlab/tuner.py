@@ -335,10 +335,14 @@ def _guard_save_pretrained(model: nn.Module) -> None:
 
 
 def _save_pretrained_without_plain_form(model: nn.Module, save_directory: str | Path, *args: Any, **kwargs: Any) -> Any:
+    """The transformers checkpoint (Trainer resumes from it) without ``config.json``, plus surmlab's adapter
+    files, so that ``surmlab.from_pretrained(base, folder)`` loads it."""
     result = type(model).save_pretrained(model, save_directory, *args, **kwargs)
     folder = Path(save_directory)
     if (folder / HF_CONFIG_FILE).exists():
         os.replace(folder / HF_CONFIG_FILE, folder / BASE_CONFIG_FILE)
+    if kwargs.get("is_main_process", True):
+        save_adapter(model, folder)
     return result
 
 

@@ -112,6 +112,9 @@ CHILD = textwrap.dedent(
             elif route == "resume":
                 model = injected(case)
                 Trainer(model=model, args=args(case["out"]), train_dataset=dataset()).train(resume_from_checkpoint=path)
+            elif route == "surmlab":
+                import surmlab
+                model = surmlab.from_pretrained(tiny_bert(), path)  # the base it was trained from
             elif route == "untrained":
                 model = injected(case)
             report[case["name"]] = {"diff": diff(model, case)}
@@ -181,6 +184,7 @@ def test_adapter_mode_save_pretrained_is_refused_by_transformers_and_resumes(tmp
     cases = [
         {"name": "save_model", "route": "from_pretrained", "path": str(tmp_path / "save_model"), **common},
         {"name": "checkpoint", "route": "from_pretrained", "path": str(tmp_path / "run" / "checkpoint-5"), **common},
+        {"name": "surmlab", "route": "surmlab", "path": str(tmp_path / "save_model"), **common},
         {
             "name": "resume",
             "route": "resume",
@@ -193,3 +197,4 @@ def test_adapter_mode_save_pretrained_is_refused_by_transformers_and_resumes(tmp
     for name in ("save_model", "checkpoint"):
         assert "error" in report[name] and "config.json" in report[name]["error"], report[name]
     assert report["resume"] == {"diff": pytest.approx(0, abs=TOL)}
+    assert report["surmlab"] == {"diff": pytest.approx(0, abs=TOL)}  # the folder names the route that works
