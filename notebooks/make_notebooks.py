@@ -1,20 +1,28 @@
-"""Write notebooks/<name>.ipynb for every experiment: thin, consistent and without outputs.
+"""Write notebooks/<name>.ipynb for every experiment (thin, without outputs) and, with ``--lessons``, build
+and execute each lesson source notebooks/lessons/NN_*.py (jupytext percent format) into its .ipynb.
 
 Run ``python notebooks/make_notebooks.py`` after changing an experiment's parameters (its ``Params``
 fields) or its docstring. Figures live in each experiment module's ``figures(table, out_dir)``, which the
 last cell shows (``surmlab.display.show``: each plotly figure with a static PNG beside it): the notebooks
 stay thin (parameters, the values used, one ``run`` call, figures).
+
+The lessons are committed executed, so that they read on GitHub before anyone runs them: run
+``python notebooks/make_notebooks.py --lessons`` after editing one (a few minutes on a CPU). The stored
+outputs carry every figure as a PNG too, no widget state and no timing metadata.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent
+LESSONS = HERE / "lessons"
 sys.path.insert(0, str(HERE.parent))
 
 from surmlab.experiments import common, get, names  # noqa: E402
@@ -62,10 +70,63 @@ def notebook(name: str) -> nbformat.NotebookNode:
     return nb
 
 
+def lesson_sources() -> list[Path]:
+    """The lessons, in order: ``notebooks/lessons/NN_<topic>.py``."""
+    return sorted(LESSONS.glob("[0-9][0-9]_*.py"))
+
+
+def lesson_notebook(source: Path) -> nbformat.NotebookNode:
+    """A lesson source as a notebook without outputs, with stable cell ids."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    nb.metadata.pop("jupytext", None)
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"{source.stem}-{index}"
+    return nb
+
+
+def execute_lesson(
+    source: Path, parameters: dict[str, Any] | None = None, timeout: int = 1200
+) -> nbformat.NotebookNode:
+    """Run a lesson top to bottom in a fresh kernel started in ``notebooks/lessons`` (where its ``checks``
+    module is); ``parameters`` override its parameters cell, as ``surmlab reproduce -p`` does. The result
+    keeps outputs only: no papermill timings, no widget state (GitHub refuses notebooks whose
+    ``metadata.widgets`` lacks a state)."""
+    import papermill
+
+    sys.path.insert(0, str(HERE.parent))
+    from surmlab.reproduce import prefer_this_environment_kernel
+
+    prefer_this_environment_kernel()
+    nb = papermill.execute_notebook(
+        lesson_notebook(source), None, parameters=parameters or {}, kernel_name="python3", cwd=str(LESSONS),
+        progress_bar=False, execution_timeout=timeout,
+    )  # fmt: skip
+    for key in ("papermill", "widgets"):
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+    return nb
+
+
+def build_lessons() -> None:
+    for source in lesson_sources():
+        target = source.with_suffix(".ipynb")
+        nbformat.write(execute_lesson(source), target)
+        print(f"wrote notebooks/lessons/{target.name}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lessons", action="store_true", help="also execute every lesson into its .ipynb")
+    args = parser.parse_args()
     for name in names():
         nbformat.write(notebook(name), HERE / f"{name}.ipynb")
         print(f"wrote notebooks/{name}.ipynb")
+    if args.lessons:
+        build_lessons()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""The lessons' check cells: each says whether an exercise's answer is right, and fails with a hint if not.
+
+Every check computes the right answer its own way (a dense matrix built entry by entry, scipy, numpy's
+rank), never from the lesson's code, so a check cannot agree with a wrong answer by sharing its mistake.
+An answer left as ``None`` prints "not answered yet" and passes, so the lesson still runs top to bottom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+
+
+class WrongAnswer(AssertionError):
+    """A check cell's verdict on a wrong answer: the message says what was expected."""
+
+
+def _answered(exercise: str, answer: Any) -> bool:
+    if answer is None:
+        print(f"{exercise}: not answered yet (replace None above, run the cell, then this one)")
+        return False
+    return True
+
+
+def _right(exercise: str) -> None:
+    print(f"{exercise}: right.")
+
+
+def lesson1_circulant_matvec(answer: Callable[[np.ndarray, np.ndarray], np.ndarray] | None) -> None:
+    exercise = "Exercise 1 (circulant product)"
+    if not _answered(exercise, answer):
+        return
+    rng = np.random.default_rng(1)
+    for n in (1, 5, 8, 13):
+        c, v = rng.standard_normal(n), rng.standard_normal(n)
+        dense = np.array([[c[(i - j) % n] for j in range(n)] for i in range(n)])  # the definition, entry by entry
+        got = np.asarray(answer(c, v), dtype=complex)
+        if got.shape != (n,) or not np.allclose(got, dense @ v, atol=1e-8):
+            raise WrongAnswer(
+                f"{exercise}: for n={n} the product differs from the dense C @ v; "
+                "hint: the FFT of a circular convolution is the product of the FFTs"
+            )
+    _right(exercise)
+
+
+def lesson1_kronecker_rank(answer: float | None) -> None:
+    exercise = "Exercise 2 (rank of a Kronecker product)"
+    if not _answered(exercise, answer):
+        return
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((4, 3)) @ rng.standard_normal((3, 4))  # rank 3
+    b = rng.standard_normal((5, 2)) @ rng.standard_normal((2, 5))  # rank 2
+    expected = np.linalg.matrix_rank(np.kron(a, b))
+    if answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the singular values of A ⊗ B are products")
+    _right(exercise)
+
+
+def lesson1_toeplitz_parameters(answer: Callable[[int], int] | None) -> None:
+    exercise = "Exercise 3 (free numbers of a Toeplitz matrix)"
+    if not _answered(exercise, answer):
+        return
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 10):
+        # the dimension of the span of many random Toeplitz matrices (scipy builds them from column and row)
+        samples = [scipy.linalg.toeplitz(rng.standard_normal(n), rng.standard_normal(n)).ravel() for _ in range(3 * n)]
+        expected = np.linalg.matrix_rank(np.stack(samples))
+        if answer(n) != expected:
+            raise WrongAnswer(f"{exercise}: toeplitz_parameters({n}) = {answer(n)!r} is not it; hint: count diagonals")
+    _right(exercise)

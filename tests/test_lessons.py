@@ -1,0 +1,98 @@
+"""The lessons: committed executed from their jupytext sources, runnable at smoke size, and every exercise's
+check cell fails on a wrong answer and passes on the solution."""
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from notebook_checks import report_problems
+
+LESSONS = Path(__file__).resolve().parents[1] / "notebooks" / "lessons"
+
+
+def load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(path.stem, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+maker = load(LESSONS.parent / "make_notebooks.py")
+checks = load(LESSONS / "checks.py")
+solutions = load(LESSONS / "solutions.py")
+SOURCES = maker.lesson_sources()
+
+SMOKE = {"01_structured_matrices": {"n": 16}, "02_injection_and_budgets": {"backbone": "tiny-bert"}}
+
+# Wrong answers a student might give: each check cell must refuse every one of them.
+WRONG = {
+    "lesson1_circulant_matvec": [
+        lambda c, v: np.convolve(c, v)[: len(v)],  # linear, not circular
+        lambda c, v: np.fft.ifft(np.fft.fft(c) * np.fft.ifft(v)).real,  # ifft where fft belongs
+        lambda c, v: c * v,
+    ],
+    "lesson1_kronecker_rank": [5, 3, 20],
+    "lesson1_toeplitz_parameters": [lambda n: 2 * n, lambda n: n, lambda n: n * n],
+}
+
+
+def check_cells(source: Path) -> list[tuple[str, str]]:
+    """``(check name, cell source)`` of each check cell of a lesson: ``checks.<name>(<answer>)``."""
+    nb = maker.lesson_notebook(source)
+    found = []
+    for cell in nb.cells:
+        match = re.fullmatch(r"checks\.(\w+)\((\w+)\)", cell.source.strip()) if cell.cell_type == "code" else None
+        if match:
+            found.append((match[1], cell.source))
+    return found
+
+
+ALL_CHECKS = [(source.stem, name, cell) for source in SOURCES for name, cell in check_cells(source)]
+
+
+def test_every_lesson_has_exercises_with_checks_wrong_answers_and_solutions():
+    assert [s.stem for s in SOURCES][:1] == ["01_structured_matrices"]
+    for source in SOURCES:
+        names = [name for name, _ in check_cells(source)]
+        assert len(names) >= 2, f"{source.name}: two or three exercises, each with a check cell"
+    names = {name for _, name, _ in ALL_CHECKS}
+    assert names == set(WRONG) == set(solutions.SOLUTIONS)
+
+
+@pytest.mark.parametrize("lesson, name, cell", ALL_CHECKS, ids=[n for _, n, _ in ALL_CHECKS])
+def test_a_check_cell_fails_on_a_wrong_answer_and_passes_on_the_solution(lesson, name, cell, capsys):
+    """The check cell's own text, run with the answer bound to each wrong answer, then to the solution."""
+    answer = re.fullmatch(r"checks\.\w+\((\w+)\)", cell.strip())[1]
+    for wrong in WRONG[name]:
+        with pytest.raises(checks.WrongAnswer):
+            exec(cell, {"checks": checks, answer: wrong})
+    exec(cell, {"checks": checks, answer: solutions.SOLUTIONS[name]})
+    assert capsys.readouterr().out.strip().endswith("right.")
+    exec(cell, {"checks": checks, answer: None})  # not answered yet: says so, and the lesson runs on
+    assert "not answered yet" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_committed_lesson_is_its_source_executed(source):
+    """What GitHub shows is today's source, run: same cells, every code cell executed, a PNG beside every
+    figure, no errors, warnings, stderr or widget state."""
+    committed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    fresh = maker.lesson_notebook(source)
+    assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in fresh.cells]
+    assert all(c.execution_count for c in committed.cells if c.cell_type == "code" and c.source.strip())
+    assert report_problems(committed) == []
+    assert any("image/png" in o.get("data", {}) for c in committed.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_lesson_runs_at_smoke_size(source):
+    nb = maker.execute_lesson(source, SMOKE[source.stem])
+    assert report_problems(nb) == []
+    said = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
+    assert sum("not answered yet" in text for text in said) == len(check_cells(source))
