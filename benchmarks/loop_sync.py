@@ -24,7 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from surmlab import SurmConfig, inject
 from surmlab.fileio import write_json
-from surmlab.timing import time_interleaved
+from surmlab.timing import paired_ratio, time_interleaved
 from surmlab.train import LossWindow, TrainState
 
 from .common import environment
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "times": times,
         "step_s_before": before / args.steps,
         "step_s_after": after / args.steps,
-        "after_over_before": after / before,
+        "after_over_before": paired_ratio(times["sync at log steps"], times["sync every step"]),
     }
 
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)

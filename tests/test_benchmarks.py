@@ -15,7 +15,7 @@ from peft import LoraConfig, inject_adapter_in_model
 # benchmarks/ sits next to the package in the checkout (it is not installed): import it from there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import calibrate, report
+from benchmarks import calibrate, loop_sync, report
 from benchmarks.layers import Group, build_group, build_peft, build_surm, lokr_factors, solved_hyper
 from benchmarks.models import ModelSpec, build_model, lora_budget, make_batch, prepare, run_steps, step_fn
 from benchmarks.run import PROFILES, TINY_VIT, main, run
@@ -260,3 +260,14 @@ def test_mixed_precision_training_step(dtype):
             if name in before:
                 assert torch.isfinite(p).all(), (method, name)
                 assert not torch.equal(p, before[name]), (method, name)
+
+
+def test_loop_sync_benchmark_writes_its_record(tmp_path):
+    """The loop-sync benchmark runs at a toy size and records both timings, their ratio and the machine."""
+    out = tmp_path / "sync.json"
+    argv = ["--layers", "1", "--hidden", "32", "--batch", "2", "--tokens", "8", "--steps", "4", "--log-every", "2"]
+    assert loop_sync.main([*argv, "--reps", "2", "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["step_s_before"] > 0 and record["step_s_after"] > 0 and record["after_over_before"] > 0
+    assert record["command"].startswith("python -m benchmarks.loop_sync --layers 1")
+    assert record["environment"]["memory_method"] and len(record["times"]["sync every step"]["times_s"]) == 2
