@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -639,12 +640,24 @@ def load_checkpoint(
     """Load what ``save_checkpoint`` wrote; returns the loop state and the saved RNG (None if the
     checkpoint has none), which the caller restores when its data iterator exists."""
     load_weights(model, folder)
-    # weights_only: a crafted run folder must not run code (tensors and plain values only)
-    optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+    optimizer.load_state_dict(load_plain(folder / OPTIMIZER_FILE))
+    scheduler.load_state_dict(load_plain(folder / SCHEDULER_FILE))
     loop_state = read_json(folder / STATE_FILE)
     rng = SavedRng.read(folder, loop_state.get("rng") or {}) if (folder / RNG_FILE).exists() else None
     return loop_state, rng
+
+
+def load_plain(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``: a crafted run folder must not run code, so a file that
+    holds anything but tensors and plain values is refused, in one line naming it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"{path} holds more than tensors and plain values, and loading it could run code: refused "
+            f"(Weights only load failed: {first})"
+        ) from None
 
 
 def write_rng_state(folder: Path) -> dict[str, Any]:

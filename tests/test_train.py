@@ -194,14 +194,18 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_resume_never_unpickles_code_from_a_run_folder(tmp_path):
+def test_resume_never_unpickles_code_from_a_run_folder(tmp_path, capsys):
     summary = train(small(runs_dir=str(tmp_path / "runs"), max_steps=2), progress=False)
     run = RunDir(summary.run_dir)
     marker = tmp_path / "code-ran"
     torch.save({"state": Payload(marker)}, run.latest_checkpoint() / "optimizer.pt")
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(ValueError, match=r"optimizer\.pt holds more than tensors and plain values.*refused"):
         train(TrainConfig(), resume=run.path, progress=False)
     assert not marker.exists()
+    dead_trainer(run)
+    assert cli(["train", "--resume", str(run.path)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()  # one line naming the file, no traceback
+    assert "optimizer.pt holds more than tensors" in line and not marker.exists()
 
 
 RESUMABLE = ["--backbone", "tiny-bert", "--method", "lora", "--budget", "2k", "--max-train", "480"]
