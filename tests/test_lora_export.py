@@ -108,3 +108,34 @@ def test_bad_exports_are_refused_before_anything_is_written(config, kwargs, patt
     with pytest.raises(ValueError, match=pattern):
         export_lora(inject(tiny_bert(), config), tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def tiny_vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32, patch_size=8, embed_dim=64,
+        depth=2, num_heads=4,
+    ).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("family, hyper", [("lowrank", {"rank": 3}), ("circulant", {"block_size": 16})])
+def test_fused_qkv_slices_export_as_whole_layer_loras(family, hyper, tmp_path):
+    """The preset adapts the q and v thirds of timm's fused qkv: B is zero on the k rows."""
+    from peft import PeftModel
+
+    model = inject(tiny_vit(), SurmConfig(family=family, hyper=hyper))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    rows = export_lora(model, tmp_path, verbose=False)
+    assert {r.rank for r in rows} == ({6} if family == "lowrank" else {64})  # q and v: 2 x rank, or in_features
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loaded = PeftModel.from_pretrained(tiny_vit(), str(tmp_path)).eval()
+    with torch.no_grad():
+        assert (tiny_vit()(x) - model(x)).abs().max() > 1e-3
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
+    k_rows = peft_delta(loaded, rows[0].name)[64:128]
+    assert np.abs(k_rows).max() < 1e-6
