@@ -142,13 +142,16 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        """The config in JSON file ``path`` (an object of fields; absent ones keep their defaults)."""
+        """The config in JSON file ``path`` (an object of fields; absent ones keep their defaults), or the
+        training options of a run's ``config.json``."""
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not JSON ({err})") from None
         if not isinstance(data, dict):
             raise ValueError(f'{path} must hold a JSON object of training options, e.g. {{"epochs": 2}}')
+        if isinstance(data.get("train"), dict) and "task" in data:  # a run's config.json: train it again
+            data = data["train"]
         try:
             return cls.from_dict(data)
         except ValueError as err:

@@ -3,7 +3,7 @@ choices, and ``--config run.json`` with the flags given on the command line over
 
 import json
 import re
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import pytest
 
@@ -11,6 +11,7 @@ from surmlab.cli import INTERNAL, _given_options, _train_config, build_parser
 from surmlab.cli import main as cli
 from surmlab.fileio import write_json
 from surmlab.methods import METHODS
+from surmlab.runs import RunConfig, RunDir, TaskInfo
 from surmlab.train_config import TrainConfig
 
 
@@ -81,6 +82,16 @@ def test_a_config_written_by_the_app_reads_back_unchanged(tmp_path):
     )  # fmt: skip
     write_json(tmp_path / "job.json", asdict(config))
     assert _train_config(parse("--config", str(tmp_path / "job.json"))) == config
+
+
+def test_a_runs_own_config_json_trains_again(tmp_path):
+    """``surmlab train --config runs/<run>/config.json`` takes the run's training options (its task
+    and layers are what they produce, not options); flags still go over them."""
+    config = TrainConfig(backbone="tiny-bert", method="lora", budget="2k", max_steps=3, seed=4)
+    run = RunDir.create(tmp_path, "x")
+    run.write_config(RunConfig(config, TaskInfo("rotten-tomatoes", "text", 2), [{"layer": "query"}]))
+    assert _train_config(parse("--config", str(run.config_file))) == config
+    assert _train_config(parse("--config", str(run.config_file), "--seed", "5")) == replace(config, seed=5)
 
 
 def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
