@@ -369,3 +369,23 @@ def test_a_cell_a_live_study_trains_is_not_started_again(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [row["step"] for row in rows if "loss" in row]
     assert steps == sorted(set(steps)) and len(steps) > 1  # one trainer: every step logged once
+
+
+def test_a_ray_that_does_not_start_is_one_line_naming_the_alternative():
+    """The error Ray 2.x raises on a loaded machine becomes one line that says what failed and names
+    --workers; the options a local Ray starts with leave the dashboard off."""
+    from surmlab.study.raystart import LEAN_LOCAL, ray_start_failed
+
+    raised = Exception(
+        "The current node timed out during startup. This could happen because some of the raylet failed to "
+        "startup or the GCS has become overloaded."
+    )
+    message = str(ray_start_failed("local", 2, raised))
+    assert "\n" not in message and message.startswith("Ray did not start on this machine (tried 2 times")
+    assert "timed out during startup" in message and message.endswith("run the study without Ray instead: --workers 2")
+    remote = str(ray_start_failed("10.0.0.1:6379", 0, ConnectionError("no GCS at 10.0.0.1:6379\nretrying")))
+    assert remote == (
+        "Ray at '10.0.0.1:6379' could not be reached: no GCS at 10.0.0.1:6379; "
+        "run the study without Ray instead: --workers 1"
+    )
+    assert LEAN_LOCAL["include_dashboard"] is False

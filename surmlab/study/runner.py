@@ -30,6 +30,7 @@ from ..runs import RunDir, RunStatus
 from ..train import train
 from ..train_config import TrainConfig
 from .guard import CellBusy, CellLock, cell_holder, die_with_parent
+from .raystart import start_ray
 from .spec import Cell, StudySpec
 
 CELLS_FILE = "cells.json"
@@ -128,11 +129,8 @@ class RayPool:
     started here (``local``). The study folder must be on storage every node shares."""
 
     def __init__(self, address: str, workers: int) -> None:
-        import ray  # an optional extra: pip install "surmlab[ray]"
-
+        ray = start_ray(address, workers)  # lean; a failure is one line naming --workers
         self.ray = ray
-        if not ray.is_initialized():
-            ray.init(**({"num_cpus": workers} if address == "local" else {"address": address}))
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.task = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1)(_work)
 
