@@ -360,6 +360,28 @@ def check_weights(rms: float, step: int) -> None:
         )
 
 
+@dataclass
+class MetricsLog:
+    """Where each step's and evaluation's record goes: the run's ``metrics.jsonl`` (written by the main
+    process; every process counts the lines, which a checkpoint saves) and the experiment tracker."""
+
+    run: RunDir
+    acc: Accelerator
+    state: TrainState
+    tracker: bool = False
+
+    def write(self, record: dict[str, Any], prefix: str) -> None:
+        self.state.metrics_lines = (self.state.metrics_lines or 0) + 1
+        if not self.acc.is_main_process:
+            return
+        self.run.log(record)
+        if self.tracker:
+            values = {
+                f"{prefix}/{k.removeprefix(prefix + '_')}": v for k, v in record.items() if k not in ("step", "epoch")
+            }
+            self.acc.log(values, step=record["step"])
+
+
 class LossWindow:
     """The losses since the last check, kept on the device, and the trained weights' size: reading them
     back (``check``) is the one host-device sync of a step, so the loop does it only when it logs,
@@ -451,17 +473,7 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
     if is_main and config.log_with:
         acc.init_trackers(run.path.name, config={k: str(v) for k, v in asdict(config).items()})
 
-    def log(record: dict[str, Any], prefix: str) -> None:
-        state.metrics_lines = (state.metrics_lines or 0) + 1
-        if is_main:
-            run.log(record)
-            if config.log_with:
-                values = {
-                    f"{prefix}/{k.removeprefix(prefix + '_')}": v
-                    for k, v in record.items()
-                    if k not in ("step", "epoch")
-                }
-                acc.log(values, step=record["step"])
+    log = MetricsLog(run, acc, state, tracker=is_main and bool(config.log_with))
 
     def checkpoint() -> None:
         losses.check(state)  # never save weights a bad step has already spoilt
@@ -501,10 +513,10 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                 # -- log: the only place a plain step reads a value back from the device
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     value, now = losses.check(state), time.time()
-                    log({"step": state.step, "epoch": state.step / steps_per_epoch, "loss": value,
-                         "lr": scheduler.get_last_lr()[0], "examples_per_s": seen / max(1e-9, now - tick),
-                         "peak_memory_mb": peak_memory_mb(acc.device), "elapsed_s": now - started},
-                        "train")  # fmt: skip
+                    log.write({"step": state.step, "epoch": state.step / steps_per_epoch, "loss": value,
+                               "lr": scheduler.get_last_lr()[0], "examples_per_s": seen / max(1e-9, now - tick),
+                               "peak_memory_mb": peak_memory_mb(acc.device), "elapsed_s": now - started},
+                              "train")  # fmt: skip
                     bar.set_postfix(loss=f"{value:.4f}")
                     if is_main:
                         run.mark_alive()
@@ -521,8 +533,8 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                     losses.check(state)
                     metrics = evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
-                    log({"step": state.step, "epoch": state.epoch, **{f"eval_{k}": v for k, v in metrics.items()}},
-                        "eval")  # fmt: skip
+                    evaluated = {f"eval_{k}": v for k, v in metrics.items()}
+                    log.write({"step": state.step, "epoch": state.epoch, **evaluated}, "eval")
                     if state.best is None or metrics[task.metric] > state.best:
                         state.best, state.best_metrics = metrics[task.metric], metrics
                         if is_main:
