@@ -198,3 +198,20 @@ def test_adapter_mode_save_pretrained_is_refused_by_transformers_and_resumes(tmp
         assert "error" in report[name] and "config.json" in report[name]["error"], report[name]
     assert report["resume"] == {"diff": pytest.approx(0, abs=TOL)}
     assert report["surmlab"] == {"diff": pytest.approx(0, abs=TOL)}  # the folder names the route that works
+
+
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "gemma"])
+def test_decoder_save_pretrained_reloads_with_plain_transformers(model_type, tmp_path):
+    """Decoders (tied embeddings for Qwen2 and Gemma): the plain class loads the fine-tuned model."""
+    from test_inject_guards import perturbed, tiny
+    from transformers import AutoModelForCausalLM
+
+    model = perturbed(inject(tiny(model_type), SurmConfig(family="circulant", hyper={"block_size": 8})))
+    ids = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        assert (tiny(model_type)(input_ids=ids).logits - want).abs().max() > 1e-3
+    model.save_pretrained(tmp_path)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids).logits, want, rtol=0, atol=TOL)
