@@ -279,8 +279,8 @@ def test_hub_path_asks_for_the_right_dataset(monkeypatch):
     monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     calls = []
 
-    def fake_load_dataset(path, name=None):
-        calls.append((path, name))
+    def fake_load_dataset(path, name=None, **options):  # the hub boundary
+        calls.append((path, name, options))
         if path == "nyu-mll/glue":
             return glue_standin(name)
         return image_standin("img", {"label": list(task_registry.CIFAR10_NAMES)})
@@ -290,7 +290,8 @@ def test_hub_path_asks_for_the_right_dataset(monkeypatch):
     assert len(load_task("cifar10").eval) == 10
     assert len(load_task("glue/mnli").eval) == 6
     assert "hub" in load_task("glue/sst2").description
-    assert calls == [("uoft-cs/cifar10", None), ("nyu-mll/glue", "mnli"), ("nyu-mll/glue", "sst2")]
+    never = {"trust_remote_code": False}  # said explicitly: no loading script from a dataset repository runs
+    assert calls == [("uoft-cs/cifar10", None, never), ("nyu-mll/glue", "mnli", never), ("nyu-mll/glue", "sst2", never)]
 
 
 def test_hub_offline_and_bad_standins_explain(tmp_path):

@@ -229,6 +229,35 @@ def test_hf_local_folder_uses_the_sequence_classification_head():
     assert not reg.pretrained and reg.model.model.config.problem_type == "regression"
 
 
+@pytest.mark.parametrize("pretrained", [True, False])
+def test_a_model_folder_with_its_own_code_is_refused_without_asking(tmp_path, monkeypatch, pretrained):
+    """A folder whose config maps the Auto classes to its own Python file: transformers would ask "Do you
+    wish to run the custom code? [y/N]" on a terminal (and run it on "y"); surmlab passes
+    trust_remote_code=False, so nobody is asked, nothing runs, and the error is one line."""
+    import builtins
+    import json
+
+    ran = tmp_path / "RAN"
+    (tmp_path / "configuration_x.py").write_text(
+        f"from pathlib import Path\nPath({str(ran)!r}).write_text('code from the folder ran')\n"
+        "from transformers import PretrainedConfig\n\nclass XConfig(PretrainedConfig):\n    model_type = 'x'\n"
+    )
+    auto_map = {
+        "AutoConfig": "configuration_x.XConfig",
+        "AutoModelForSequenceClassification": "configuration_x.XConfig",
+    }
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": auto_map}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": ["configuration_x.XConfig", None]}})
+    )
+    asked: list[str] = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": asked.append(prompt) or "y")  # a user who says yes
+    with pytest.raises(ValueError, match=r"needs custom code from its repository.*never runs code") as err:
+        load_backbone(f"hf:{tmp_path}", 2, pretrained=pretrained)
+    assert "\n" not in str(err.value)
+    assert asked == [] and not ran.exists()
+
+
 def test_hf_hub_name_offline_says_what_it_needs():
     with pytest.raises(RuntimeError, match=r"'bert-base-uncased'.*(internet|local folder)"):
         load_backbone("bert-base-uncased", 2)

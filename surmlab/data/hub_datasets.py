@@ -71,6 +71,6 @@ def load_hub(spec: Spec, hint: str = "") -> Loaded:
             f"task {spec.name} needs the Hugging Face hub (dataset {ref}), which is not reachable here. Pass "
             f"data_dir: a copy saved with datasets' save_to_disk, or {other}{hint}"
         )
-    splits = datasets.load_dataset(hub.dataset, hub.config)
+    splits = datasets.load_dataset(hub.dataset, hub.config, trust_remote_code=False)  # never a loading script
     description = f"{spec.name} from the hub: {ref}, splits {hub.train_split}/{hub.eval_split}"
     return _from_hf(spec, splits, f"hub dataset {ref}", description)

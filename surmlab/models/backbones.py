@@ -475,6 +475,13 @@ def load_hf(reference: str, num_labels: int, regression: bool, pretrained: bool 
             f"they are not in the local cache. Use a machine with internet, pass a local folder ('hf:/path/to/model'), "
             f"or use the offline backbone 'minilm-l6'. ({type(err).__name__}: {str(err).splitlines()[0]})"
         ) from err
+    except ValueError as err:  # transformers refuses a repository's own code (trust_remote_code=False)
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(
+            f"text backbone {name!r} needs custom code from its repository, and surmlab never runs code from a "
+            "model repository (trust_remote_code=False); choose a model that transformers supports natively"
+        ) from None
     base = model.base_model
     head = [
         f"model.{child}"
