@@ -215,3 +215,25 @@ def test_decoder_save_pretrained_reloads_with_plain_transformers(model_type, tmp
     plain = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         torch.testing.assert_close(plain(input_ids=ids).logits, want, rtol=0, atol=TOL)
+
+
+def test_a_state_dict_in_the_older_layout_still_loads():
+    """Before plain keys, a layer wrote only base_layer.weight/bias next to its updates."""
+    config = SurmConfig(hyper={"block_size": 16})
+    model = inject(tiny_bert(), config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    old = {}
+    for key, value in model.state_dict().items():
+        layer = key.rsplit(".", 1)[0]
+        if layer in dict(model.named_modules()) and "surm" in type(model.get_submodule(layer)).__name__.lower():
+            if key.endswith(".weight"):
+                continue  # the effective weight: not written then
+            key = f"{layer}.base_layer.bias"
+        old[key] = value
+    assert not any(k.endswith("query.weight") for k in old) and any(k.endswith("query.base_layer.bias") for k in old)
+    fresh = inject(tiny_bert(seed=4), config).eval()
+    fresh.load_state_dict(old, strict=True)
+    torch.testing.assert_close(logits(fresh), logits(model), rtol=0, atol=0)
