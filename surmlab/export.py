@@ -53,8 +53,7 @@ def model_card(
         "",
         f"# SURM adapter for {meta['backbone']}",
         "",
-        f"Structured unrestricted-rank ({config['family']}, {config['mode']} mode) updates trained with "
-        "[surmlab](https://pypi.org/project/surmlab/).",
+        f"Structured unrestricted-rank ({config['family']}, {config['mode']} mode) updates trained with surmlab.",
         "",
         "| | |",
         "|---|---|",
@@ -62,6 +61,7 @@ def model_card(
         f"| family | {config['family']} ({config['mode']} mode, alpha={config['alpha']}) |",
         f"| plan | {hyper} |",
         f"| trainable parameters | {meta.get('trainable_parameters', 0):,} (head included) |",
+        *([f"| budget | {meta['budget']:,} for the updates (solved to the plan) |"] if meta.get("budget") else []),
         f"| targets | {', '.join(targets) if isinstance(targets, list) else targets} |",
         f"| saved modules | {', '.join(config['modules_to_save'] or []) or '(none)'} |",
     ]

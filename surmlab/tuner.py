@@ -502,6 +502,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         "tensors": {k: list(v.shape) for k, v in state.items()},
         "trainable_parameters": sum(v.numel() for v in state.values()),
         "labels": label_names(model),
+        "budget": getattr(getattr(model, "surm_plan", None), "budget", None),  # what the solver was asked for
     }
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))

@@ -41,7 +41,7 @@ def placeholder_labels(model):
 
 
 def test_save_pretrained_round_trip_with_card_and_labels(tmp_path):
-    model = trained()
+    model = trained(SurmConfig(budget=1000))
     folder = surmlab.save_pretrained(
         model, tmp_path / "out", metrics={"accuracy": 0.8125}, command="surmlab train --backbone tiny-bert"
     )
@@ -51,7 +51,8 @@ def test_save_pretrained_round_trip_with_card_and_labels(tmp_path):
         "library_name: surmlab",
         "BertForSequenceClassification",
         "circulant (lora mode",
-        "block_size=16",
+        f"block_size={model.surm_config.hyper['block_size']}",
+        "| budget | 1,000 for the updates",
         f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} (head included)",
         "attention.self.query, attention.self.value",
         "negative, neutral, positive",
