@@ -27,7 +27,7 @@ checks = load(LESSONS / "checks.py")
 solutions = load(LESSONS / "solutions.py")
 SOURCES = maker.lesson_sources()
 
-SMOKE = {"01_structured_matrices": {"n": 16}, "02_injection_and_budgets": {"backbone": "tiny-bert"}}
+SMOKE = {"01_structured_matrices": {"n": 16}, "02_injection_and_budgets": {}}  # lesson 2 takes seconds as it is
 
 # Wrong answers a student might give: each check cell must refuse every one of them.
 WRONG = {
@@ -38,6 +38,9 @@ WRONG = {
     ],
     "lesson1_kronecker_rank": [5, 3, 20],
     "lesson1_toeplitz_parameters": [lambda n: 2 * n, lambda n: n, lambda n: n * n],
+    "lesson2_block_size": [16, 32, 48],
+    "lesson2_trainable": [36_864, 37_634, 36_864 + 384 * 3],  # no head, a 2-class head, the head without bias
+    "lesson2_untouched_rows": [range(0, 192), range(192, 383), range(384, 576)],
 }
 
 

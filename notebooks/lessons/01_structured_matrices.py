@@ -26,15 +26,16 @@
 # parameters cell below.
 
 # %%
-import checks
+from surmlab.display import quiet, show
+
+quiet()  # before the lab's imports: no progress-widget warnings in the outputs
+
+import checks  # the exercises' check cells, beside this notebook
 import numpy as np
 import torch
 
 from surmlab import make
-from surmlab.display import quiet, show
 from surmlab.plots import heatmap_grid, spectra
-
-quiet()
 
 # %% tags=["parameters"]
 n = 64  # matrix size: a perfect square (16, 64, 256) so that Kronecker and Monarch blocks are square
@@ -188,7 +189,7 @@ check_product("monarch", monarch_product(x), Monarch)
 # they reach, beside LoRA's rank at the same count (`2 n r` numbers for rank `r`).
 
 # %%
-import pandas as pd  # noqa: E402  (a lesson imports where it needs)
+import pandas as pd
 
 lowrank = rng.standard_normal((n, 1)) @ rng.standard_normal((1, n))
 shown = {

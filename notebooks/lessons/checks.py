@@ -71,3 +71,53 @@ def lesson1_toeplitz_parameters(answer: Callable[[int], int] | None) -> None:
         if answer(n) != expected:
             raise WrongAnswer(f"{exercise}: toeplitz_parameters({n}) = {answer(n)!r} is not it; hint: count diagonals")
     _right(exercise)
+
+
+def lesson2_block_size(answer: int | None) -> None:
+    exercise = "Exercise 1 (block size for 100k)"
+    if not _answered(exercise, answer):
+        return
+    from surmlab import Target, solve
+
+    plan = solve("circulant", [Target(f"layer{i}", 384, 384) for i in range(12)], 100_000)
+    expected = plan.hyper["block_size"]
+    if answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: 12 * 384^2 / b must not exceed 100,000")
+    _right(exercise)
+
+
+def lesson2_trainable(answer: int | None) -> None:
+    exercise = "Exercise 2 (trainable parameters with a 3-class head)"
+    if not _answered(exercise, answer):
+        return
+    import surmlab
+    from surmlab.models import load_backbone
+
+    bb = load_backbone("minilm-l6", 3, pretrained=False)  # the same shapes; no weights needed to count
+    surmlab.inject(bb.model, surmlab.SurmConfig(family="circulant", budget="50k"))
+    expected = sum(p.numel() for p in bb.model.parameters() if p.requires_grad)
+    if answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the updates' count plus 384 x 3 weights and a bias")
+    _right(exercise)
+
+
+def lesson2_untouched_rows(answer: range | None) -> None:
+    exercise = "Exercise 3 (rows of qkv the update leaves alone)"
+    if not _answered(exercise, answer):
+        return
+    import timm
+    import torch
+
+    import surmlab
+    from surmlab.tuner import surm_layers
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=2)
+    surmlab.inject(vit, surmlab.SurmConfig(family="circulant", budget="20k"))
+    layer = surm_layers(vit)["blocks.0.attn.qkv"]
+    with torch.no_grad():
+        for p in layer.updates.parameters():
+            p.normal_()
+        zero = (layer.delta_weight().abs().amax(dim=1) == 0).nonzero().flatten().tolist()
+    if not isinstance(answer, range) or list(answer) != zero:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the rows are q, then k, then v, 192 each")
+    _right(exercise)

@@ -26,4 +26,18 @@ LESSON1 = {
     "lesson1_toeplitz_parameters": toeplitz_parameters,
 }
 
-SOLUTIONS = {**LESSON1}
+# -- Lesson 2: injection and budgets -----------------------------------------------------------------------
+
+# Exercise 1: counts are 12 * 384^2 / b for b dividing 384; b = 16 gives 110,592 (too many), b = 24 gives 73,728.
+block_size_for_100k = 24
+# Exercise 2: the updates do not depend on the head: 36,864, plus the head's 384 * 3 + 3 = 1,155.
+trainable_with_3_classes = 36_864 + 384 * 3 + 3
+# Exercise 3: q is rows 0-191, k rows 192-383, v rows 384-575; the preset adapts q and v.
+untouched_rows = range(192, 384)
+
+LESSON2 = {
+    "lesson2_block_size": block_size_for_100k,
+    "lesson2_trainable": trainable_with_3_classes,
+    "lesson2_untouched_rows": untouched_rows,
+}
+SOLUTIONS = {**LESSON1, **LESSON2}
