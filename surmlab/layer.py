@@ -211,7 +211,7 @@ class SurmLinear(nn.Module):
         weight = self.base_layer.weight
         kind = type(weight).__name__
         if not weight.is_floating_point() or kind in PACKED_WEIGHTS:
-            return f"its base weight is a {kind} of {str(weight.dtype).removeprefix('torch.')} (quantised or packed)"
+            return f"its base weight is {kind} ({str(weight.dtype).removeprefix('torch.')}): quantised or packed"
         return None
 
     def extra_repr(self) -> str:
