@@ -158,9 +158,9 @@ def output_layers(model: nn.Module) -> set[str]:
     names = set()
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
-    embeddings = {m.weight.data_ptr() for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # tying shares the Parameter
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (module is output or module.weight.data_ptr() in embeddings):
+        if isinstance(module, nn.Linear) and (module is output or id(module.weight) in embeddings):
             names.add(name)
     return names
 
