@@ -5,7 +5,7 @@ interleaved rounds; ratios are taken against the group's PEFT LoRA (rank 8) and 
 SURM families get LoRA's parameter budget (the budget solver picks the largest setting that does
 not exceed it) and run both products: ``fft`` (activation space) and ``dense`` (weight space).
 PEFT C3A runs at the block size of our circulant row, PEFT LoKr at its own default factor shapes,
-which our ``kronecker@lokr`` row copies.
+which our ``kronecker@lokr`` row copies, PEFT FourierFT at the ``n`` of our sparse_spectrum row.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from peft import C3AConfig, LoKrConfig, LoraConfig, PeftConfig, inject_adapter_in_model
+from peft import C3AConfig, FourierFTConfig, LoKrConfig, LoraConfig, PeftConfig, inject_adapter_in_model
 from peft.tuners.lokr.layer import factorization
 from torch import nn
 
 from surmlab import FAMILIES, SurmLinear
-from surmlab.budget import Target, solve
+from surmlab.budget import BudgetError, Target, solve
 from surmlab.timing import no_grad_call, paired_ratio, peak_memory, ratio, time_interleaved
 from surmlab.tuner import qkv_rows
 
@@ -27,7 +27,7 @@ from .common import DTYPES
 
 LORA_RANK = 8
 SURM_FAMILIES = [name for name in FAMILIES if name != "lowrank"]
-PAIRS = {"circulant/fft": "c3a", "kronecker@lokr/fft": "lokr"}
+PAIRS = {"circulant/fft": "c3a", "kronecker@lokr/fft": "lokr", "sparse_spectrum/fft": "fourierft"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,10 @@ def lokr_factors(in_features: int, out_features: int) -> tuple[int, int]:
 
 def solved_hyper(family: str, group: Group) -> dict[str, Any]:
     targets = [Target(name, stop - start, group.in_features) for name, start, stop in group.targets]
-    return solve(family, targets, group.budget).hyper
+    try:
+        return solve(family, targets, group.budget).hyper
+    except BudgetError:  # a tiny layer whose largest setting stays below LoRA's count: take that largest
+        return solve(family, targets, group.budget, nearest=True).hyper
 
 
 def build_surm(
@@ -116,7 +119,9 @@ def build_surm(
     return Built(f"{name or family}/{path}", "surmlab", Holder(layer), family, path, dict(hyper))
 
 
-def peft_config(method: str, targets: list[str], *, block_size: int | None = None, lokr_rank: int = 4096) -> PeftConfig:
+def peft_config(
+    method: str, targets: list[str], *, block_size: int | None = None, lokr_rank: int = 4096, n_frequency: int = 1000
+) -> PeftConfig:
     """PEFT's config of a baseline: LoRA at rank ``LORA_RANK`` (alpha = r), C3A at ``block_size``, LoKr with
     ``decompose_both=False`` (w1 whole) and ``lokr_rank`` at least half of w2's sides (w2 whole too), so
     its factors are the plain (m1, n1) and (m2, n2) matrices our Kronecker family uses."""
@@ -126,13 +131,19 @@ def peft_config(method: str, targets: list[str], *, block_size: int | None = Non
         return C3AConfig(block_size=block_size, target_modules=targets)
     if method == "lokr":
         return LoKrConfig(r=lokr_rank, alpha=lokr_rank, target_modules=targets, decompose_both=False)
+    if method == "fourierft":  # zero start, as ours
+        return FourierFTConfig(n_frequency=n_frequency, target_modules=targets, init_weights=True)
     raise ValueError(f"unknown PEFT method {method!r}")
 
 
 def build_peft(group: Group, method: str, device: torch.device, **hyper: Any) -> Built:
     holder = Holder(frozen_linear(group, device))
     config = peft_config(
-        method, ["layer"], block_size=hyper.get("block_size"), lokr_rank=max(group.in_features, group.out_features)
+        method,
+        ["layer"],
+        block_size=hyper.get("block_size"),
+        lokr_rank=max(group.in_features, group.out_features),
+        n_frequency=hyper.get("coefficients", 1000),
     )
     if method == "lora":
         hyper = {"rank": LORA_RANK}
@@ -142,7 +153,7 @@ def build_peft(group: Group, method: str, device: torch.device, **hyper: Any) ->
     for p in holder.layer.parameters():  # adapters in fp32, as ours, whatever the base dtype
         if p.requires_grad:
             p.data = p.data.float()
-    return Built(method, "peft", holder, path="dense" if method == "lokr" else None, hyper=hyper)
+    return Built(method, "peft", holder, path="dense" if method in ("lokr", "fourierft") else None, hyper=hyper)
 
 
 def build_group(group: Group, device: torch.device, families: list[str] | None = None) -> list[Built]:
@@ -154,6 +165,8 @@ def build_group(group: Group, device: torch.device, families: list[str] | None =
         built += [build_surm(group, family, hyper, path, device) for path in ("fft", "dense")]
         if family == "circulant" and not group.slices:
             built.append(build_peft(group, "c3a", device, block_size=hyper["block_size"]))
+        if family == "sparse_spectrum" and not group.slices:  # PEFT's FourierFT at the same n (dense ifft2)
+            built.append(build_peft(group, "fourierft", device, coefficients=hyper["coefficients"]))
     if "kronecker" in families and not group.slices:
         factors = list(lokr_factors(group.in_features, group.out_features))
         built.append(build_surm(group, "kronecker", {"factors": factors}, "fft", device, "kronecker@lokr"))

@@ -481,3 +481,22 @@ def test_sparse_spectrum_state_round_trip_and_foreign_draw():
 def test_sparse_spectrum_bad_seed():
     with pytest.raises(ValueError, match="seed must be an integer from 0 to 2\\*\\*64 - 1, got -1"):
         make("sparse_spectrum", 8, 8, seed=-1)
+
+
+def test_sparse_spectrum_is_peft_fourierft_at_the_same_frequencies():
+    """PEFT's FourierFT (its dense ifft2 delta) given our frequencies and our coefficients, rescaled by our
+    unit-norm weights and its scaling, is our S: the same update, by PEFT's own code."""
+    from peft import FourierFTConfig, inject_adapter_in_model
+
+    out_features, in_features, n = 24, 36, 50
+    ours = build("sparse_spectrum", (out_features, in_features), coefficients=n, seed=5)
+    holder = nn.Sequential()
+    holder.add_module("layer", nn.Linear(in_features, out_features))
+    inject_adapter_in_model(FourierFTConfig(n_frequency=n, target_modules=["layer"]), holder)
+    theirs = holder.layer
+    scaling = theirs.fourierft_scaling["default"]
+    with torch.no_grad():
+        theirs.indices["default"] = ours.frequencies.T.clone()
+        coefficients = ours.coefficients * ours.weights(torch.float32) * out_features * in_features / scaling
+        theirs.fourierft_spectrum["default"].copy_(coefficients)
+        assert rel_err(theirs.get_delta_weight("default"), ours.dense()) < 1e-5

@@ -23,6 +23,7 @@ with its state; a saved draw that does not fit the layer is refused by name when
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -132,16 +133,18 @@ class SparseSpectrum(Structure):
         with fp32_island(x):
             dtype = fft_dtype(x, self.coefficients)
             u, v = self.frequencies.unbind(1)
-            z = rfft(x.reshape(-1, self.in_features).to(dtype), dim=-1)[:, v]  # X[v_k], (M, n)
-            z = z * (self.coefficients.to(dtype) * self.weights(dtype))
-            # y = Re(sum_k conj(z_k) e^{2 pi i u_k j / out}): the real part of a spectrum V is the inverse real
-            # FFT of its Hermitian half, (V[f] + conj(V[-f])) / 2 for f <= out // 2.
+            cw = self.coefficients.to(dtype) * self.weights(dtype) / 2
+            # Frequency-major (F, M): each output frequency is a sparse combination of input-frequency rows.
+            xt = rfft(x.reshape(-1, self.in_features).to(dtype), dim=-1).T
+            # y = Re(sum_k c_k w_k conj(X[v_k]) e^{2 pi i u_k j / out}): the real part of a spectrum V is the
+            # inverse real FFT of its Hermitian half, (V[f] + conj(V[-f])) / 2 for f <= out // 2: coefficient k
+            # adds conj(X[v_k]) at row u_k and X[v_k] at row -u_k (where these rows are in the half).
             half, neg = rows // 2 + 1, (-u) % rows
-            first, second = u < half, neg < half
-            index = torch.cat([u[first], neg[second]])
-            values = torch.cat([z[:, first].conj(), z[:, second]], dim=1) / 2
-            spectrum = z.new_zeros(z.shape[0], half).index_add(1, index, values)
-            y = irfft(spectrum, n=rows) * rows
+            first, second = (u < half).nonzero().squeeze(1), (neg < half).nonzero().squeeze(1)
+            spectrum = SpectrumMix.apply(
+                xt, cw, Pattern(u[first], v[first], first, half), Pattern(neg[second], v[second], second, half)
+            )
+            y = irfft(spectrum.T, n=rows) * rows
         return y.reshape(*x.shape[:-1], rows).to(x.dtype)
 
     def dense(self) -> torch.Tensor:
@@ -182,3 +185,63 @@ class SparseSpectrum(Structure):
             )
         if torch.unique(u * (self.in_features // 2 + 1) + v).numel() != len(u):
             raise ValueError(f"{where}: a frequency is repeated; the {len(u)} frequencies must be distinct")
+
+
+# -- the product ---------------------------------------------------------------------------------------------
+
+
+class Pattern:
+    """Where coefficients ``which`` land in a ``(rows, F)`` sparse matrix: at ``(row[i], col[i])``, distinct."""
+
+    def __init__(self, row: torch.Tensor, col: torch.Tensor, which: torch.Tensor, rows: int) -> None:
+        order = torch.argsort(row * (int(col.max()) + 1 if col.numel() else 1) + col)
+        self.row, self.col, self.which = row[order], col[order], which[order]
+        self.crow = torch.zeros(rows + 1, dtype=torch.int64, device=row.device)
+        self.crow[1:] = torch.cumsum(torch.bincount(self.row, minlength=rows), 0)
+        self.rows = rows
+
+    def matrix(self, values: torch.Tensor, cols: int) -> torch.Tensor:
+        """The sparse ``(rows, cols)`` CSR matrix with ``values[which]`` at the pattern."""
+        with warnings.catch_warnings():  # torch calls CSR tensors beta; the products used here are tested
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+            return torch.sparse_csr_tensor(
+                self.crow, self.col, values[self.which], (self.rows, cols), check_invariants=False
+            )
+
+
+class SpectrumMix(torch.autograd.Function):
+    """``A conj(X) + B X`` for sparse ``A``, ``B`` holding the real ``cw`` at two patterns, ``X`` the ``(F, M)``
+    input spectrum: two sparse-dense matmuls, so no ``(n, M)`` intermediate is formed or saved. The backward
+    samples ``G X^T`` and ``G X^H`` at the patterns for the coefficients (sampled dense-dense products)."""
+
+    @staticmethod
+    def forward(ctx, xt: torch.Tensor, cw: torch.Tensor, first: Pattern, second: Pattern) -> torch.Tensor:
+        values = cw.to(xt.dtype)
+        cols = xt.shape[0]
+        xt = xt.contiguous()
+        out = first.matrix(values, cols) @ xt.conj().resolve_conj() + second.matrix(values, cols) @ xt
+        ctx.save_for_backward(xt, cw)
+        ctx.patterns = first, second
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        xt, cw = ctx.saved_tensors
+        first, second = ctx.patterns
+        values, cols = cw.to(xt.dtype), xt.shape[0]
+        grad = grad.contiguous()
+        dx = dcw = None
+        if ctx.needs_input_grad[0]:
+            a, b = first.matrix(values, cols), second.matrix(values, cols)
+            dx = (a.transpose(0, 1) @ grad).conj() + b.transpose(0, 1) @ grad
+        if ctx.needs_input_grad[1]:
+            dcw = torch.zeros_like(cw)
+            for pattern, other in ((first, xt.T), (second, xt.conj().T)):
+                if pattern.which.numel():
+                    sampled = torch.sparse.sampled_addmm(
+                        pattern.matrix(values, cols), grad, other.contiguous(), beta=0.0
+                    )
+                    # .clone(): a view of a CSR tensor's values has no .real
+                    dcw.index_add_(0, pattern.which, sampled.values().clone().real)
+        return dx, dcw, None, None
