@@ -168,7 +168,8 @@ def test_jobs_queue_stop_reattach_and_failures(tmp_path):
     adapter = RunDir(done_b.run_dir).final_dir
     assert {"surm_config.json", "surm_model.safetensors", "trainable.safetensors"} <= set(os.listdir(adapter))
     assert not (Path(done_b.run_dir) / "STOP").exists()
-    assert done_c.status == "failed" and ("loss became" in done_c.reason or "loss diverged" in done_c.reason)
+    assert done_c.status == "failed"
+    assert any(why in done_c.reason for why in ("loss became", "loss diverged", "trained weights became"))
     assert done_d.status == "failed" and done_d.run_dir is None and "unknown backbone" in done_d.reason
     table = list_runs(tmp_path)
     assert sorted(table["status"]) == ["completed", "failed", "stopped"]
