@@ -10,6 +10,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, Field, fields, replace
+from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pandas as pd
@@ -164,7 +165,9 @@ def _print_result(summary: RunSummary) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     if args.resume is None:
-        summary = train(_train_config(args))
+        config = _train_config(args)
+        check_folder("runs_dir", config.runs_dir)  # also when it came from --config
+        summary = train(config)
     elif args.config is not None:
         raise ValueError("--config and --resume do not go together: a resumed run reads its own config.json")
     else:
@@ -295,6 +298,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FOLDER_OPTIONS = {"runs_dir": "--runs-dir", "root": "--root"}  # options that name a folder to read or create
+
+
+def check_folder(flag: str, value: str) -> None:
+    """A folder option must name a folder, or a path that can become one: not a file, nor a path under one."""
+    path = Path(value).expanduser()
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "it is a file" if part == path else f"{part} is a file"
+                raise ValueError(f"{flag} {value!r}: a folder was expected, but {what}")
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ("reproduce", "bench"):  # they parse their own options, --help included
@@ -306,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        for dest, flag in FOLDER_OPTIONS.items():
+            if isinstance(getattr(args, dest, None), str):
+                check_folder(flag, getattr(args, dest))
         return args.func(args)
     except TrainingFailed as err:  # recorded in the run's summary; the user gets one line
         print(f"surmlab {args.command}: training failed: {err}", file=sys.stderr)

@@ -110,6 +110,28 @@ def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
     assert not runs.exists()
 
 
+def test_a_folder_option_naming_a_file_says_a_folder_was_expected(tmp_path, capsys):
+    """--runs-dir (train, runs, app), --root (study) and a config's runs_dir: a file, or a path under one,
+    is one line saying a folder was expected, not "[Errno 17] File exists"."""
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder")
+    train = ["train", "--backbone", "tiny-bert", "--method", "lora", "--budget", "1k", "--max-steps", "1"]
+    for argv, flag in (
+        ([*train, "--runs-dir", str(file)], "--runs-dir"),
+        (["runs", "--runs-dir", str(file)], "--runs-dir"),
+        (["study", "--name", "s", "--methods", "lora", "--budgets", "2k", "--root", str(file)], "--root"),
+    ):
+        assert cli(argv) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.endswith(f"error: {flag} {str(file)!r}: a folder was expected, but it is a file"), line
+    assert cli([*train, "--runs-dir", str(file / "runs")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"a folder was expected, but {file} is a file")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"backbone": "tiny-bert", "method": "lora", "budget": "1k", "runs_dir": str(file)}))
+    assert cli(["train", "--config", str(config)]) == 2
+    assert "runs_dir" in capsys.readouterr().err and file.read_text() == "not a folder"
+
+
 def test_resume_overrides_are_the_flags_given():
     """On --resume only the flags given count, even one equal to the default (epochs 1 after 3)."""
     assert _given_options(parse("--resume", "x", "--epochs", "1")) == {"epochs": 1}

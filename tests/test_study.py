@@ -309,6 +309,7 @@ def _logged(run_dirs) -> bool:
     return any((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size for run in run_dirs)
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_study_killed_outright(tmp_path):
     """kill -9 of the study process with --workers 2: its worker processes (which would otherwise train
     on, ~1 GB each on a real backbone) die with it, and their cells are free to resume."""
@@ -341,6 +342,7 @@ def test_workers_die_with_a_study_killed_outright(tmp_path):
             os.killpg(parent.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_cell_a_live_study_trains_is_not_started_again(tmp_path):
     """A second `surmlab study` of the same folder while the first trains a cell leaves that cell alone
     (no second run folder, no doubled steps) and says who holds it; a worker that reaches a held cell
@@ -389,3 +391,47 @@ def test_a_ray_that_does_not_start_is_one_line_naming_the_alternative():
         "run the study without Ray instead: --workers 1"
     )
     assert LEAN_LOCAL["include_dashboard"] is False
+
+
+def test_unreadable_specs_bad_values_and_failed_cells_are_one_line(tmp_path, capsys):
+    """A malformed or python-tagged YAML spec (the tag never runs) and bad training values are one line,
+    exit 2, before a study folder exists; a study whose cells fail exits 1 with a line saying why."""
+    from surmlab.cli import main
+
+    marker = tmp_path / "ran"
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\nmethods: [lora]\n')
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: s\nmethods: [lora\nseeds: [0]\n")
+    not_json = tmp_path / "spec.json"
+    not_json.write_text('{"name": "s",}')
+    for spec, says in (
+        (tagged, f"{tagged} is not a valid YAML study spec at line 1, column 7: could not determine a constructor"),
+        (broken, f"{broken} is not a valid YAML study spec at line 3"),
+        (not_json, f"{not_json} is not a valid JSON study spec at line 1, column 14: Expecting property name"),
+    ):
+        assert main(["study", str(spec), "--root", str(tmp_path)]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"surmlab study: error: {says}"), line
+    assert not marker.exists()
+
+    grid = "name: bad\nbackbone: tiny-bert\nmethods: [lora]\nbudgets: [2k]\nseeds: [0]\n"
+    values = tmp_path / "values.yaml"
+    values.write_text(grid)
+    assert main(["study", str(values), "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("surmlab study: error: the study spec lacks ['task']; required: [")
+    values.write_text(grid + "task: rotten-tomatoes\ntrain: {max_steps: 0, max_train: 16}\n")
+    assert main(["study", str(values), "--root", str(tmp_path)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "surmlab study: error: study bad: max_steps must be a whole number of at least 1, got 0"
+    assert not (tmp_path / "bad").exists()  # refused before the folder was claimed
+
+    failing = tmp_path / "failing.yaml"
+    failing.write_text(
+        f"name: failing\nbackbone: tiny-bert\ntask: 'csv:{tmp_path}/missing.csv'\nmethods: [lora]\nbudgets: [2k]\n"
+        "seeds: [0, 1]\ntrain: {max_steps: 1}\n"
+    )
+    assert main(["study", str(failing), "--root", str(tmp_path)]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("2 of 2 cells did not complete (2 failed); first: ") and "missing.csv" in last
+    assert last.endswith(f"all reasons in {tmp_path / 'failing' / 'cells.csv'}")

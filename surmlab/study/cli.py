@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
+
+import pandas as pd
 
 from ..methods import METHODS
 from . import StudySpec, study
@@ -82,4 +86,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     shown = result.summary[[c for c in columns if c in result.summary]]
     print(shown.to_string(index=False))
     print(f"\n{result.folder}: spec.json, cells.csv, summary.csv, runs/")
-    return 0
+    return report_unfinished(result.cells, result.folder / "cells.csv")
+
+
+def report_unfinished(cells: pd.DataFrame, file: Path) -> int:
+    """0 when every cell completed; else one line on stderr (how many, why the first) and 1."""
+    left = cells[cells["status"] != "completed"]
+    if left.empty:
+        return 0
+    counts = ", ".join(f"{n} {status}" for status, n in left["status"].value_counts().items())
+    first = left.iloc[0]
+    why = f"; first: {first['run'] or 'a cell'}: {first['reason']}" if isinstance(first["reason"], str) else ""
+    print(f"{len(left)} of {len(cells)} cells did not complete ({counts}){why}; all reasons in {file}", file=sys.stderr)
+    return 1

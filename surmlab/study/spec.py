@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,11 @@ class StudySpec:
         unknown = sorted(set(self.train) - known)
         if unknown:
             raise ValueError(f"unknown training options {unknown} in the study spec; known: {sorted(known)}")
+        for cell in self.cells():  # the values too, before a folder is claimed (not once per failing cell)
+            try:
+                TrainConfig(**self.train_config(cell, "runs"))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"study {self.name}: {err}") from None
 
     # -- the grid -----------------------------------------------------------------------------------------
     def sized(self, method: str) -> bool:
@@ -135,6 +140,9 @@ class StudySpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown study spec keys {unknown}; known: {sorted(known)}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        if missing := [k for k in required if k not in data]:
+            raise ValueError(f"the study spec lacks {missing}; required: {required}")
         return cls(**data)
 
     @classmethod
@@ -145,9 +153,19 @@ class StudySpec:
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
+            try:
+                data = yaml.safe_load(text)  # safe: a !!python tag is refused, never executed
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise ValueError(f"{path} is not a valid YAML study spec{where}: {problem}") from None
         else:
-            data = json.loads(text)
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                where = f"line {err.lineno}, column {err.colno}"
+                raise ValueError(f"{path} is not a valid JSON study spec at {where}: {err.msg}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of spec keys, got {type(data).__name__}")
         return cls.from_dict(data)
