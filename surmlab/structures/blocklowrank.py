@@ -35,7 +35,7 @@ def grid_preference(k: int) -> tuple[int, int]:
 
 class BlockLowRank(Structure):
     family = "block_lowrank"
-    default_lr = 3e-3
+    default_lr = 3e-3  # lowrank's: the same count and factor scales; not tuned for this family
 
     def __init__(self, in_features: int, out_features: int, grid: int | None = None, rank: int | None = None) -> None:
         super().__init__(in_features, out_features)

@@ -51,6 +51,7 @@ def chain_length_limit(n: int) -> int:
 
 class CirculantChain(Structure):
     family = "circulant_chain"
+    default_lr = 2e-3  # the circulant family's (a one-factor chain is one); not tuned for longer chains
 
     def __init__(
         self, in_features: int, out_features: int, block_size: int | None = None, chain_length: int | None = None

@@ -37,7 +37,7 @@ def nblocks_preference(k: int) -> tuple[int, int]:
 
 class Monarch(Structure):
     family = "monarch"
-    default_lr = 3e-3
+    default_lr = 3e-3  # lowrank's: the same count and factor scales; not tuned for this family
 
     def __init__(
         self, in_features: int, out_features: int, nblocks: int | None = None, block_rank: int | None = None
