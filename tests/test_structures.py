@@ -239,6 +239,18 @@ def test_fft_families_half_inputs(family, dtype):
         assert rel_err(got, reference) < 1e-2
 
 
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_every_family_takes_bf16_inputs(family):
+    """bf16 activations (as under a bf16 model) come back in bf16, finite and close to the fp32 product."""
+    m = build_half_test_structure(family)
+    x = torch.randn(2, 5, 96)
+    with torch.no_grad():
+        reference, got = m(x), m(x.bfloat16())
+    assert got.dtype == torch.bfloat16 and got.shape == reference.shape
+    assert torch.isfinite(got).all()
+    assert rel_err(got, reference) < 3e-2
+
+
 # -- kronecker never materialises the product --------------------------------------------------------
 
 
