@@ -494,3 +494,26 @@ def test_image_folders_beyond_the_bound_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(user_data, "MAX_IMAGE_FILES", 5)
     with pytest.raises(ValueError, match=r"holds more than 5 files; point at a dataset folder"):
         load_task(f"folder:{tmp_path}")
+
+
+def test_a_truncated_jpeg_fails_the_run_naming_the_file(tmp_path):
+    """A JPEG cut short passes the header check and fails only when decoded, where PIL says "image file is
+    truncated (N bytes not processed)" and nothing else: the run's reason names the file too."""
+    from surmlab.runs import RunDir
+    from surmlab.train import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (tmp_path / "images" / c).mkdir(parents=True)
+        for i in range(6):
+            noise = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            PILImage.fromarray(noise).save(tmp_path / "images" / c / f"{i}.jpg", quality=95)
+    for file in (tmp_path / "images" / "cat").iterdir():  # every cat: one is in the training split
+        file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    config = TrainConfig(backbone="tiny-vit", task=f"folder:{tmp_path / 'images'}", method="linear-probe",
+                         batch_size=16, max_steps=2, runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    with pytest.raises(OSError, match=r"images/cat/\d\.jpg: image file is truncated \(\d+ bytes not processed\)"):
+        train(config, progress=False)
+    (run,) = (tmp_path / "runs").iterdir()
+    summary = RunDir(run).summary()
+    assert summary.status == "failed" and "images/cat/" in summary.reason and "truncated" in summary.reason

@@ -41,7 +41,25 @@ class IndexedRows(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        return {**self.rows[i], "index": i}
+        try:
+            row = self.rows[i]
+        except (OSError, SyntaxError) as err:  # PIL on a damaged image file: name the file, not just the damage
+            source = _source(self.rows, i)
+            if source in str(err):
+                raise
+            raise OSError(f"{source}: {err}") from err
+        return {**row, "index": i}
+
+
+def _source(rows: Any, i: int) -> str:
+    """The file behind row ``i`` of a split (its image, read undecoded), to name it in an error."""
+    try:
+        import datasets
+
+        raw = rows.cast_column("image", datasets.Image(decode=False))[i]["image"]
+        return str(raw.get("path") or f"row {i}")
+    except Exception:  # not a datasets split with an image column: the position is all there is
+        return f"row {i}"
 
 
 class SeededAugmentation:
