@@ -371,8 +371,13 @@ def test_download_never_follows_a_link_out_of_the_run(tmp_path):
     assert b"TOP SECRET" not in served and len(served) == 2  # only the honest run's two files ever left
 
 
-def test_the_page_builds_and_launch_defaults_are_safe(tmp_path):
+def test_the_page_builds_and_launch_defaults_are_safe(tmp_path, capsys):
     from surmlab.app import DEFAULT_HOST, build_app
+    from surmlab.app import main as app_main
+
+    (tmp_path / "notes.txt").write_text("a file")
+    assert app_main(["--runs-dir", str(tmp_path / "notes.txt")]) == 2  # before anything is launched
+    assert "a folder was expected, but it is a file" in capsys.readouterr().out
 
     demo = build_app(tmp_path, watch=False)
     assert demo.lab.runs_dir == tmp_path.resolve()

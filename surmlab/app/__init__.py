@@ -106,8 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="data_roots",
         action="append",
         default=None,
-        help="a folder the page may read csv:/tsv:/folder: data from (repeatable; default: the current "
-        "directory and the runs folder)",
+        help="a folder the page may read csv:/tsv:/folder: data and hf:<path> model folders from (repeatable; "
+        "default: the current directory and the runs folder)",
     )
 
 
@@ -122,6 +122,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Shared by ``app.py``, ``python -m surmlab.app`` and ``surmlab app``."""
     try:
         auth = parse_auth(args.auth)
+        if Path(args.runs_dir).exists() and not Path(args.runs_dir).is_dir():
+            raise ValueError(f"--runs-dir {args.runs_dir!r}: a folder was expected, but it is a file")
     except (OSError, ValueError) as err:
         print(f"error: {err}")
         return 2

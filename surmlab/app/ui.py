@@ -67,7 +67,8 @@ def build(lab: Lab) -> gr.Blocks:
                     value=defaults.backbone,
                     allow_custom_value=True,
                     label="Backbone",
-                    info="offline assets first; timm:<name> and hf:<id> reach the hub when online",
+                    info="offline assets first; timm:<name> and hf:<id> reach the hub when online; a local "
+                    "model folder (hf:<path>) under " + ", ".join(f"`{r}`" for r in lab.data_roots),
                 )
                 task = gr.Dropdown(
                     task_choices(),
