@@ -18,6 +18,9 @@ QKV = ("q", "k", "v")
 # Activations with act(0) = 0 (the model starts unchanged) and act'(0) != 0 (it still learns);
 # relu is left out because its zero gradient at 0 would freeze a zero-initialised adapter.
 ACTIVATIONS = ("gelu", "silu", "tanh", "identity")
+# "zero": S = 0, the model starts exactly at the pretrained one; "noise": the parameters each family
+# starts at zero drawn from N(0, surmlab.layer.NOISE_STD^2) instead (torch's RNG: seeded by torch.manual_seed).
+INITS = ("zero", "noise")
 
 
 def is_whole(value: Any) -> bool:
@@ -72,6 +75,8 @@ class SurmConfig:
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "suffixes kept trainable and saved (None: the preset's head)"}
     )
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the update's input in training (lora_dropout)"})
+    init: str = field(default="zero", metadata={"help": f"update initialisation: {INITS}"})
 
     def __post_init__(self) -> None:
         structure_family(self.family)  # raises on an unknown family, listing the known ones
@@ -81,6 +86,10 @@ class SurmConfig:
             raise ValueError(f"unknown product {self.product!r}; known: {', '.join(PRODUCTS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; known: {', '.join(INITS)}")
+        if not (is_real(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.budget is not None:
             parse_budget(self.budget)
         for suffix, slices in (self.qkv_slices or {}).items():

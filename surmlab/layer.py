@@ -1,4 +1,8 @@
-"""``SurmLinear``: one wrapper around a frozen ``nn.Linear`` serving every structure family.
+"""``SurmLinear``: one wrapper around a frozen linear layer serving every structure family.
+
+The base is an ``nn.Linear`` or a Hugging Face ``Conv1D`` (GPT-2's ``c_attn``, ``c_proj``, ``c_fc``: the
+same map with its weight stored transposed, ``in x out``); ``S`` is always ``out x in`` and is transposed
+where it meets a ``Conv1D`` weight (merge, the weight-space product, the state dict).
 
 LoRA mode adds ``alpha * S x`` to the layer output, where ``S`` may cover only some row slices of
 the weight (the q and v thirds of a fused qkv projection). Adapter mode replaces the output ``h``
@@ -15,6 +19,7 @@ is never applied twice.
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -40,10 +45,36 @@ ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "silu": F.silu, "tanh": torch.tanh, "ide
 # Weight classes of quantisation libraries whose storage is not the (out, in) float matrix (bitsandbytes).
 PACKED_WEIGHTS = ("Params4bit", "Int8Params")
 
+# ``init="noise"``: the standard deviation of the draws replacing each family's zero-initialised parameters.
+NOISE_STD = 1e-3
+
 FFT_FLOP_COST: dict[str, dict[str, float]] = {
     "cpu": {"flop": 32.0, "setup_train": 4096.0, "setup_infer": 1024.0},
     "cuda": {"flop": 20.0, "setup_train": 64.0, "setup_infer": 16.0},
 }
+
+
+def conv1d_class() -> type[nn.Module] | None:
+    """transformers' ``Conv1D`` if transformers is loaded (a model holding one has loaded it), else ``None``."""
+    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+
+
+def is_transposed(layer: nn.Module) -> bool:
+    """Whether ``layer`` stores its weight as ``in x out`` (a Hugging Face ``Conv1D``)."""
+    conv1d = conv1d_class()
+    return conv1d is not None and isinstance(layer, conv1d)
+
+
+def is_adaptable(layer: nn.Module) -> bool:
+    """The layers SurmLinear wraps: ``nn.Linear`` and Hugging Face ``Conv1D``."""
+    return isinstance(layer, nn.Linear) or is_transposed(layer)
+
+
+def features(layer: nn.Module) -> tuple[int, int]:
+    """``(out_features, in_features)`` of an adaptable layer, whatever its weight layout."""
+    if is_transposed(layer):
+        return layer.nf, layer.weight.shape[0]
+    return layer.out_features, layer.in_features
 
 
 class SurmLinear(nn.Module):
@@ -51,7 +82,7 @@ class SurmLinear(nn.Module):
 
     def __init__(
         self,
-        base_layer: nn.Linear,
+        base_layer: nn.Module,
         family: str,
         hyper: dict,
         mode: str = "lora",
@@ -59,16 +90,22 @@ class SurmLinear(nn.Module):
         alpha: float = 1.0,
         activation: str = "gelu",
         product: str = "auto",
+        dropout: float = 0.0,
+        init: str = "zero",
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.mode, self.alpha, self.product, self.activation = mode, alpha, product, activation
+        self.transposed = is_transposed(base_layer)
+        self._out_features, self._in_features = features(base_layer)
+        # Dropout on the update's input only (LoRA's lora_dropout); at 0 no module exists, so no RNG is drawn.
+        self.dropout = nn.Dropout(dropout) if dropout else None
         self.merged = False
         # merge()/unmerge() change the base weight in place; a forward in another thread must see the
         # weight and the ``merged`` flag change together, so both sides hold this lock.
         self._merge_lock = threading.RLock()
         self._warned_merged = False
-        out_features, in_features = base_layer.out_features, base_layer.in_features
+        out_features, in_features = self._out_features, self._in_features
         if mode == "adapter":
             self.slices = [("adapter", 0, out_features)]
             self.updates = nn.ModuleDict({"adapter": make(family, out_features, out_features, **hyper)})
@@ -81,16 +118,26 @@ class SurmLinear(nn.Module):
             self.adapter_bias = None
         # Update parameters stay fp32 whatever the base dtype (FFT islands); activations follow x.
         self.updates.to(device=base_layer.weight.device)
+        if init == "noise":
+            self._init_noise()
         self.register_state_dict_post_hook(_plain_keys)
         self.register_load_state_dict_pre_hook(_from_plain_keys)
 
+    @torch.no_grad()
+    def _init_noise(self) -> None:
+        """Draw every parameter a family starts at zero (the factor that makes ``S = 0``) from ``N(0, NOISE_STD^2)``."""
+        for update in self.updates.values():
+            for p in update.parameters():
+                if not p.any():
+                    p.normal_(0.0, NOISE_STD)
+
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return self._in_features
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return self._out_features
 
     @property
     def weight(self) -> torch.Tensor:  # code that reads layer.weight (e.g. dtype probes) keeps working
@@ -121,6 +168,15 @@ class SurmLinear(nn.Module):
         ref = next(iter(parts.values()))
         return self.alpha * self._rows(parts, ref).T
 
+    def _stored_delta(self) -> torch.Tensor:
+        """``alpha * S`` in the base weight's own layout and dtype (transposed for a ``Conv1D``)."""
+        delta = self.delta_weight()
+        return (delta.T if self.transposed else delta).to(self.base_layer.weight.dtype)
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The base layer's map with ``weight`` (in its stored layout) in place of its own."""
+        return F.linear(x, weight.T if self.transposed else weight, self.base_layer.bias)
+
     def use_dense(self, x: torch.Tensor) -> bool:
         """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (see ``FFT_FLOP_COST``)."""
         if self.weight_blocker() is not None:
@@ -147,10 +203,12 @@ class SurmLinear(nn.Module):
         base = self.base_layer
         # An empty batch takes the weight-space product: FFT kernels reject zero-length inputs.
         empty = x.numel() == 0
+        drop = self.dropout is not None and self.training
         if self.mode == "adapter":
             h = base(x)
             update = self.updates["adapter"]
-            s = F.linear(h, update.dense().to(h.dtype)) if empty or self.use_dense(h) else update(h)
+            u = self.dropout(h) if drop else h
+            s = F.linear(u, update.dense().to(h.dtype)) if empty or self.use_dense(h) else update(u)
             return h + ACTIVATION_FUNCTIONS[self.activation](s) + self.adapter_bias.to(h.dtype)
         if self.merged:
             if self.training and torch.is_grad_enabled() and not self._warned_merged:
@@ -161,9 +219,14 @@ class SurmLinear(nn.Module):
                     stacklevel=2,
                 )
             return base(x)
+        if drop:  # the update sees a dropped input, the base the whole one: S cannot be folded into W
+            y, u = base(x), self.dropout(x)
+            if empty or self.use_dense(x):
+                return y + F.linear(u, self.delta_weight().to(u.dtype))
+            delta = self._rows({name: update(u) for name, update in self.updates.items()}, u)
+            return torch.add(y, delta.to(y.dtype), alpha=self.alpha)
         if (empty and self.weight_blocker() is None) or self.use_dense(x):
-            weight = base.weight + self.delta_weight().to(base.weight.dtype)
-            return F.linear(x, weight, base.bias)
+            return self._linear(x, base.weight + self._stored_delta())
         y = base(x)
         delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
         return torch.add(y, delta.to(y.dtype), alpha=self.alpha)  # no extra output-sized temporary
@@ -181,14 +244,14 @@ class SurmLinear(nn.Module):
             raise ValueError(f"cannot merge: {blocker}; keep the layer unmerged or dequantise the base first")
         with self._merge_lock:
             if not self.merged:
-                self.base_layer.weight += self.delta_weight().to(self.base_layer.weight.dtype)
+                self.base_layer.weight += self._stored_delta()
                 self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
         with self._merge_lock:
             if self.merged:
-                self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+                self.base_layer.weight -= self._stored_delta()
                 self.merged = False
 
     # A lock cannot be pickled or deep-copied: copies get a fresh one.
@@ -201,6 +264,9 @@ class SurmLinear(nn.Module):
         super().__setstate__(state)
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
+        if "_out_features" not in self.__dict__:  # pickled by an older surmlab: an nn.Linear base, no dropout
+            self.transposed, self.dropout = False, None
+            self._out_features, self._in_features = features(self.base_layer)
 
     def has_plain_form(self) -> bool:
         """Whether the layer equals one ``nn.Linear`` (LoRA mode on a floating-point weight)."""
@@ -216,7 +282,11 @@ class SurmLinear(nn.Module):
 
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)
-        return f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}, merged={self.merged}"
+        dropout = f", dropout={self.dropout.p}" if self.dropout is not None else ""
+        return (
+            f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}{dropout}, "
+            f"merged={self.merged}"
+        )
 
 
 # -- state-dict layout (see the module docstring) ---------------------------------------------------------
@@ -231,7 +301,7 @@ def _plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, _meta: A
         if module.merged:
             effective = state.pop(f"{prefix}base_layer.weight")
         else:  # the same sum merge() stores, so a plain reload equals the merged model bit for bit
-            effective = (base.weight + module.delta_weight().to(base.weight.dtype)).detach()
+            effective = (base.weight + module._stored_delta()).detach()
         state[f"{prefix}weight"] = effective
         if f"{prefix}base_layer.bias" in state:
             state[f"{prefix}bias"] = state.pop(f"{prefix}base_layer.bias")

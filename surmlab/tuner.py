@@ -1,8 +1,8 @@
 """Inject structured updates into any PyTorch model; merge, unload, save and load them.
 
-``inject(model, config)`` finds the target ``nn.Linear`` layers, solves the budget if one is given,
-wraps each target in a ``SurmLinear`` and freezes everything except the updates and
-``modules_to_save``. The wrapped model is still the user's model object.
+``inject(model, config)`` finds the target ``nn.Linear`` (or Hugging Face ``Conv1D``) layers, solves
+the budget if one is given, wraps each target in a ``SurmLinear`` and freezes everything except the
+updates and ``modules_to_save``. The wrapped model is still the user's model object.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
-from .layer import PACKED_WEIGHTS, SurmLinear
+from .layer import PACKED_WEIGHTS, SurmLinear, features, is_adaptable
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
 CONFIG_FILE = "surm_config.json"
@@ -81,6 +81,16 @@ PRESETS = (
         "",
         *DECODER_TARGETS,
         model_types=("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"),
+    ),
+    # GPT-2: Conv1D layers; the fused ``c_attn`` (q, k, v thirds in that order) adapted on its q and v thirds.
+    Preset(
+        "gpt2",
+        "",
+        ("attn.c_attn",),
+        ("attn.c_proj", "mlp.c_proj"),
+        ("score",),
+        (("attn.c_attn", ("q", "v")),),
+        model_types=("gpt2",),
     ),
     # Phi-1/1.5/2: separate q/k/v, ``dense`` after attention, ``fc2`` after the MLP.
     Preset("phi", "", ("q_proj", "v_proj"), ("self_attn.dense", "mlp.fc2"), ("score",), model_types=("phi",)),
@@ -149,7 +159,7 @@ WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.Transfo
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return [n for n, m in model.named_modules() if is_adaptable(m)]
 
 
 def output_layers(model: nn.Module) -> set[str]:
@@ -160,7 +170,7 @@ def output_layers(model: nn.Module) -> set[str]:
     output = get_output() if callable(get_output) else None
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # tying shares the Parameter
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and (module is output or id(module.weight) in embeddings):
+        if is_adaptable(module) and (module is output or id(module.weight) in embeddings):
             names.add(name)
     return names
 
@@ -216,8 +226,11 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     if not chosen:
         raise ValueError(f"target_modules {spec!r} (minus exclude {config.exclude!r}) match no layer")
     for name in chosen:
-        if not isinstance(modules[name], nn.Linear):
-            raise ValueError(f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers can be adapted")
+        if not is_adaptable(modules[name]):
+            raise ValueError(
+                f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers (and transformers' "
+                "Conv1D) can be adapted"
+            )
         parent = modules[name.rpartition(".")[0]]
         if isinstance(parent, WEIGHT_READERS):
             raise ValueError(
@@ -231,25 +244,26 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     result = []
     for name in chosen:
         layer = modules[name]
+        out_features, in_features = features(layer)
         wanted = next((v for k, v in slices_spec.items() if _ends_with(name, k)), None)
         if wanted is None:
-            slices = [("full", 0, layer.out_features)]
+            slices = [("full", 0, out_features)]
         else:
-            if layer.out_features != 3 * layer.in_features:
+            if out_features != 3 * in_features:
                 raise ValueError(
-                    f"qkv_slices given for {name} ({layer.out_features}x{layer.in_features}), which is not a "
+                    f"qkv_slices given for {name} ({out_features}x{in_features}), which is not a "
                     f"fused qkv layer: out_features must be 3 x in_features"
                 )
-            slices = qkv_rows(layer.in_features, wanted)
+            slices = qkv_rows(in_features, wanted)
         result.append((name, layer, slices))
     return result
 
 
-def _budget_targets(found: list[tuple[str, nn.Linear, list[tuple[str, int, int]]]], mode: str) -> list[Target]:
+def _budget_targets(found: list[tuple[str, nn.Module, list[tuple[str, int, int]]]], mode: str) -> list[Target]:
     if mode == "adapter":
-        return [Target(name, layer.out_features, layer.out_features) for name, layer, _ in found]
+        return [Target(name, features(layer)[0], features(layer)[0]) for name, layer, _ in found]
     return [
-        Target(name if s == "full" else f"{name}[{s}]", stop - start, layer.in_features)
+        Target(name if s == "full" else f"{name}[{s}]", stop - start, features(layer)[1])
         for name, layer, slices in found
         for s, start, stop in slices
     ]
@@ -293,7 +307,16 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
             p.requires_grad_(False)
         for name, layer, slices in found:
             surm = SurmLinear(
-                layer, config.family, plan.hyper, config.mode, slices, config.alpha, config.activation, config.product
+                layer,
+                config.family,
+                plan.hyper,
+                config.mode,
+                slices,
+                config.alpha,
+                config.activation,
+                config.product,
+                config.dropout,
+                config.init,
             )
             set_module(model, name, surm)
             wrapped.append((name, layer))

@@ -1,0 +1,318 @@
+"""PEFT parity: adapter dropout, init options and Hugging Face ``Conv1D`` layers (GPT-2), each checked
+against an independent oracle (dense matrices built from the families' definitions, the same map as a
+plain ``nn.Linear``, the plain model class)."""
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from oracles import oracle_dense, rel_err
+from torch import nn
+from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers.pytorch_utils import Conv1D
+
+from surmlab import SurmConfig, SurmLinear, inject, load_adapter, merge, save_adapter, unmerge
+from surmlab.layer import NOISE_STD
+from surmlab.structures import FAMILIES
+from surmlab.tuner import plan_for, surm_layers
+
+FAMILY_NAMES = list(FAMILIES)
+MODES = ["lora", "adapter"]
+PRODUCTS = ["fft", "dense"]
+
+
+def hyper_for(family, out_features=48, in_features=32, budget=300):
+    """Hyper-parameters the solver picks for one ``out x in`` layer near ``budget``."""
+    model = nn.Sequential()
+    model.add_module("fc", nn.Linear(in_features, out_features))
+    return dict(plan_for(model, SurmConfig(family=family, target_modules=["fc"], budget=budget, nearest=True)).hyper)
+
+
+@torch.no_grad()
+def randomise(layer, std=0.05):
+    for p in layer.updates.parameters():
+        p.normal_(0.0, std)
+    if layer.adapter_bias is not None:
+        layer.adapter_bias.normal_(0.0, std)
+
+
+def oracle_delta(layer):
+    """``alpha S`` (out x in) of a LoRA-mode layer, from the families' definitions, zero rows where unadapted."""
+    delta = np.zeros((layer.out_features, layer.in_features))
+    for name, start, stop in layer.slices:
+        delta[start:stop] = oracle_dense(layer.updates[name])
+    return torch.from_numpy(layer.alpha * delta)
+
+
+def oracle_forward(layer, x, x_update=None):
+    """The layer's map in float64 (gelu in adapter mode); in LoRA mode the update acts on ``x_update`` (a
+    dropped input) when given."""
+    weight = layer.base_layer.weight.detach().double()
+    weight = weight.T if isinstance(layer.base_layer, Conv1D) else weight  # Conv1D stores in x out
+    y = x.double() @ weight.T + layer.base_layer.bias.detach().double()
+    if layer.mode == "adapter":
+        s = torch.from_numpy(oracle_dense(layer.updates["adapter"]))
+        return y + F.gelu(y @ s.T) + layer.adapter_bias.detach().double()
+    return y + (x if x_update is None else x_update).double() @ oracle_delta(layer).T
+
+
+# -- dropout ---------------------------------------------------------------------------------------------
+
+
+def dropout_mask(seed, shape, p):
+    """The mask nn.Dropout draws after ``torch.manual_seed(seed)`` on a tensor of ``shape``: 0 or 1 / (1 - p)."""
+    torch.manual_seed(seed)
+    return F.dropout(torch.ones(shape), p, training=True)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_lora_dropout_drops_the_update_input_only(family, product):
+    """Train mode: W x + b + alpha S (m * x) with the mask m nn.Dropout draws; eval mode: no dropout at all."""
+    torch.manual_seed(0)
+    layer = SurmLinear(nn.Linear(32, 48), family, hyper_for(family), alpha=0.7, product=product, dropout=0.3)
+    randomise(layer)
+    x = torch.randn(5, 32)
+    layer.train()
+    torch.manual_seed(11)
+    got = layer(x)
+    mask = dropout_mask(11, x.shape, 0.3)
+    assert 0 < (mask == 0).sum() < mask.numel()
+    assert rel_err(got, oracle_forward(layer, x, x * mask)) < 1e-5
+    assert rel_err(got, oracle_forward(layer, x)) > 1e-3  # the dropout is visible
+    layer.eval()
+    assert rel_err(layer(x), oracle_forward(layer, x)) < 1e-5
+
+
+@pytest.mark.parametrize("family", ["circulant", "lowrank"])
+def test_adapter_mode_dropout_drops_the_branch_input(family):
+    """Adapter mode: h + act(S (m * h)) + b, h = W x + b_W."""
+    torch.manual_seed(0)
+    layer = SurmLinear(nn.Linear(32, 32), family, hyper_for(family, 32, 32), mode="adapter", dropout=0.5)
+    randomise(layer)
+    x = torch.randn(5, 32)
+    layer.train()
+    torch.manual_seed(3)
+    got = layer(x)
+    mask = dropout_mask(3, x.shape, 0.5)
+    with torch.no_grad():
+        h = layer.base_layer(x).double()
+    s = torch.from_numpy(oracle_dense(layer.updates["adapter"]))
+    want = h + F.gelu((h * mask) @ s.T) + layer.adapter_bias.detach().double()
+    assert rel_err(got, want) < 1e-5
+    layer.eval()
+    want_eval = h + F.gelu(h @ s.T) + layer.adapter_bias.detach().double()
+    assert rel_err(layer(x), want_eval) < 1e-5
+
+
+def test_dropout_off_draws_nothing_and_changes_nothing():
+    """dropout=0 (the default): no dropout module, no random draw in a training forward, the output unchanged."""
+    torch.manual_seed(0)
+    base = nn.Linear(32, 48)
+    layer = SurmLinear(base, "circulant", {"block_size": 16}).train()
+    assert layer.dropout is None
+    randomise(layer)
+    x = torch.randn(5, 32)
+    state = torch.get_rng_state()
+    got = layer(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert rel_err(got, oracle_forward(layer, x)) < 1e-5
+
+
+def test_inject_passes_dropout_and_init_to_every_layer():
+    model = tiny_gpt2()
+    inject(model, SurmConfig(family="lowrank", budget=2000, nearest=True, dropout=0.25, init="noise"))
+    layers = surm_layers(model)
+    assert layers and all(layer.dropout is not None and layer.dropout.p == 0.25 for layer in layers.values())
+    assert all(layer.delta_weight().abs().max() > 0 for layer in layers.values())
+    assert model.surm_config.dropout == 0.25 and model.surm_config.init == "noise"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "pattern"),
+    [
+        ("dropout", 1.0, "dropout must be a number in [0, 1), got 1.0"),
+        ("dropout", -0.1, "dropout must be a number in [0, 1), got -0.1"),
+        ("dropout", "0.1", "dropout must be a number in [0, 1), got '0.1'"),
+        ("dropout", float("nan"), "dropout must be a number in [0, 1), got nan"),
+        ("init", "ones", "unknown init 'ones'; known: zero, noise"),
+    ],
+)
+def test_bad_dropout_and_init_are_named(field, value, pattern):
+    with pytest.raises(ValueError, match=re.escape(pattern)):
+        SurmConfig(**{field: value})
+
+
+def test_config_with_dropout_and_init_round_trips_json():
+    config = SurmConfig(dropout=0.1, init="noise")
+    assert SurmConfig.from_json(config.to_json()) == config
+    assert SurmConfig.from_dict({"family": "circulant"}).dropout == 0.0  # older files: off, zero init
+
+
+# -- init -------------------------------------------------------------------------------------------------
+
+
+def two_layer_model(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential()
+    model.add_module("fc1", nn.Linear(32, 32))
+    model.add_module("act", nn.Tanh())
+    model.add_module("fc2", nn.Linear(32, 48))
+    return model.eval()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_init_zero_keeps_outputs_noise_changes_them_seeded(family, mode):
+    base = two_layer_model()
+    x = torch.randn(4, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = base(x)
+    targets = ["fc1"] if mode == "adapter" else ["fc1", "fc2"]
+
+    def injected(init, seed):
+        torch.manual_seed(seed)
+        config = SurmConfig(family=family, mode=mode, target_modules=targets, budget=400, nearest=True, init=init)
+        return inject(copy.deepcopy(base), config)
+
+    zero = injected("zero", 0)
+    with torch.no_grad():
+        assert torch.equal(zero(x), want)
+    noisy, again, other = injected("noise", 0), injected("noise", 0), injected("noise", 1)
+    with torch.no_grad():
+        out = noisy(x)
+        assert rel_err(out, want) > 1e-6
+        assert rel_err(out, want) < 0.1  # small: a perturbation, not a new model
+        assert torch.equal(again(x), out)  # seeded by torch.manual_seed
+        assert not torch.equal(other(x), out)
+    # The parameters the zero init leaves at zero are exactly the ones drawn, from N(0, NOISE_STD^2).
+    zero_params, noisy_params = dict(zero.named_parameters()), dict(noisy.named_parameters())
+    drawn = [n for n, p in zero_params.items() if ".updates." in n and not p.any()]
+    assert drawn
+    values = torch.cat([noisy_params[n].detach().flatten() for n in drawn])
+    assert values.ne(0).all()
+    assert 0.7 * NOISE_STD < values.std() < 1.3 * NOISE_STD
+    assert values.mean().abs() < 0.3 * NOISE_STD
+
+
+# -- Hugging Face Conv1D (GPT-2) --------------------------------------------------------------------------
+
+
+def tiny_gpt2(seed=0):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=100, n_embd=64, n_layer=2, n_head=4, n_positions=32, num_labels=3, pad_token_id=0)
+    return GPT2ForSequenceClassification(config).eval()
+
+
+def tokens():
+    return torch.randint(1, 100, (2, 8), generator=torch.Generator().manual_seed(9))
+
+
+def logits(model):
+    with torch.no_grad():
+        return model(input_ids=tokens()).logits
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_conv1d_equals_the_same_map_as_linear(family, product, mode):
+    """A wrapped Conv1D computes what the same weights as an nn.Linear, wrapped with the same update, compute."""
+    torch.manual_seed(0)
+    conv = Conv1D(48 if mode == "lora" else 32, 32)
+    nn.init.normal_(conv.bias)
+    linear = nn.Linear(32, conv.nf)
+    with torch.no_grad():
+        linear.weight.copy_(conv.weight.T)
+        linear.bias.copy_(conv.bias)
+    hyper = hyper_for(family, conv.nf, 32)
+    a = SurmLinear(conv, family, hyper, mode=mode, product=product)
+    b = SurmLinear(linear, family, hyper, mode=mode, product=product)
+    randomise(a)
+    b.updates.load_state_dict(a.updates.state_dict())
+    if mode == "adapter":
+        b.adapter_bias.data.copy_(a.adapter_bias)
+    assert (a.out_features, a.in_features) == (conv.nf, 32)
+    x = torch.randn(2, 3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-6)
+        assert rel_err(a(x), oracle_forward(a, x)) < 1e-5
+
+
+def test_gpt2_preset_adapts_the_q_and_v_thirds_of_c_attn():
+    model = inject(tiny_gpt2(), SurmConfig(family="circulant", budget=2000, nearest=True))
+    layers = surm_layers(model)
+    assert sorted(layers) == [f"transformer.h.{i}.attn.c_attn" for i in range(2)]
+    assert all(layer.slices == [("q", 0, 64), ("v", 128, 192)] for layer in layers.values())
+    assert model.surm_config.modules_to_save == ["score"]
+    adapter = inject(tiny_gpt2(), SurmConfig(family="circulant", mode="adapter", budget=2000, nearest=True))
+    assert sorted(surm_layers(adapter)) == sorted(
+        f"transformer.h.{i}.{n}" for i in range(2) for n in ("attn.c_proj", "mlp.c_proj")
+    )
+
+
+def test_all_linear_on_gpt2_takes_every_conv1d_but_not_the_head():
+    model = inject(tiny_gpt2(), SurmConfig(family="circulant", target_modules="all-linear", budget=5000, nearest=True))
+    want = [
+        f"transformer.h.{i}.{n}" for i in range(2) for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    ]
+    assert sorted(surm_layers(model)) == sorted(want)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_gpt2_against_a_dense_oracle_merged_and_unmerged(family):
+    """Logits equal those of the plain GPT-2 whose c_attn weights (in x out) hold W + (alpha S).T on the q and
+    v columns, S from the families' definitions; merge gives the same, unmerge restores the weights."""
+    base = tiny_gpt2()
+    model = inject(copy.deepcopy(base), SurmConfig(family=family, budget=2000, nearest=True, alpha=0.5))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    oracle = copy.deepcopy(base)
+    with torch.no_grad():
+        for name, layer in surm_layers(model).items():
+            weight = oracle.get_submodule(name).weight
+            weight.copy_((weight.double() + oracle_delta(layer).T).float())
+    want = logits(oracle)
+    assert rel_err(want, logits(base)) > 1e-4  # the update is visible
+    assert rel_err(logits(model), want) < 1e-5
+    merge(model)
+    assert rel_err(logits(model), want) < 1e-5
+    unmerge(model)
+    for name, layer in surm_layers(model).items():
+        torch.testing.assert_close(layer.base_layer.weight, base.get_submodule(name).weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_gpt2_adapter_save_load_round_trip(mode, tmp_path):
+    base = tiny_gpt2()
+    model = inject(copy.deepcopy(base), SurmConfig(family="monarch", mode=mode, budget=3000, nearest=True))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    with torch.no_grad():
+        nn.init.normal_(model.score.weight, std=0.1)
+    want = logits(model)
+    save_adapter(model, tmp_path / "adapter")
+    fresh = tiny_gpt2(seed=1)
+    fresh.load_state_dict(base.state_dict())
+    assert rel_err(logits(fresh), want) > 1e-4
+    load_adapter(fresh, tmp_path / "adapter")
+    torch.testing.assert_close(logits(fresh), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_gpt2_state_dict_loads_into_the_plain_class(merged):
+    """The plain GPT2 class loads an injected model's state dict (effective weight, Conv1D layout) as the
+    fine-tuned model."""
+    model = inject(tiny_gpt2(), SurmConfig(family="lowrank", budget=3000, nearest=True))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    want = logits(model)
+    if merged:
+        merge(model)
+    plain = tiny_gpt2(seed=2)
+    missing, _ = plain.load_state_dict(model.state_dict(), strict=False)  # the update tensors are extra
+    assert missing == []
+    torch.testing.assert_close(logits(plain), want, rtol=1e-5, atol=1e-6)
