@@ -12,9 +12,10 @@ matrices are orthonormal: the coefficients are coordinates of ``S`` and ``||S||_
 The product never forms ``S`` (PEFT's FourierFT builds it by a dense ``ifft2`` on every forward):
 ``S x = Re(sum_k w_k c_k e^{2 pi i u_k j / out} conj(X[v_k]))`` with ``X`` the real FFT of ``x``, so it is an
 ``rfft`` of ``x`` along ``in``, the ``n`` frequencies moved into the half spectrum along ``out`` and an
-``irfft``: ``O((in + out) log + n)`` per token. The middle step is two sparse (CSR) matmuls of the frequency-major
-spectra, with ``n`` non-zeros, and its backward two sampled matmuls: no ``(tokens, n)`` intermediate is formed
-(a gather/scatter version that formed one was 27x slower at ``n = 12288``).
+``irfft``: ``O((in + out) log + n)`` per token. The middle step is two real sparse (CSR) matmuls of the
+frequency-major real and imaginary parts, with at most ``2n`` non-zeros, and its backward two more and two
+sampled matmuls: no ``(tokens, n)`` intermediate is formed (a gather/scatter version that formed one was 27x
+slower at ``n = 12288``, a complex sparse one about 2x).
 
 The draw is a hash of ``(seed, index)`` written here (splitmix64), so it does not depend on numpy's or torch's
 generators and their versions: the same seed and shape give the same frequencies everywhere, and the draw for
@@ -138,17 +139,21 @@ class SparseSpectrum(Structure):
             dtype = fft_dtype(x, self.coefficients)
             u, v = self.frequencies.unbind(1)
             cw = self.coefficients.to(dtype) * self.weights(dtype) / 2
-            # Frequency-major (F, M): each output frequency is a sparse combination of input-frequency rows.
-            xt = rfft(x.reshape(-1, self.in_features).to(dtype), dim=-1).T
+            xf = rfft(x.reshape(-1, self.in_features).to(dtype), dim=-1)  # (M, F_in)
             # y = Re(sum_k c_k w_k conj(X[v_k]) e^{2 pi i u_k j / out}): the real part of a spectrum V is the
             # inverse real FFT of its Hermitian half, (V[f] + conj(V[-f])) / 2 for f <= out // 2: coefficient k
-            # adds conj(X[v_k]) at row u_k and X[v_k] at row -u_k (where these rows are in the half).
+            # adds conj(X[v_k]) at row u_k and X[v_k] at row -u_k (where these rows are in the half). With A, B
+            # the real sparse matrices of those two placements, the half spectrum is A conj(X) + B X =
+            # (A + B) Re X + i (B - A) Im X: two real sparse matmuls of the frequency-major spectra.
             half, neg = rows // 2 + 1, (-u) % rows
             first, second = (u < half).nonzero().squeeze(1), (neg < half).nonzero().squeeze(1)
-            spectrum = SpectrumMix.apply(
-                xt, cw, Pattern(u[first], v[first], first, half), Pattern(neg[second], v[second], second, half)
-            )
-            y = irfft(spectrum.T, n=rows) * rows
+            pattern = Pattern(torch.cat([u[first], neg[second]]), torch.cat([v[first], v[second]]), half, xf.shape[1])
+            placed = torch.cat([cw[first], cw[second]])
+            values_re = pattern.gather(placed)  # A + B
+            values_im = pattern.gather(torch.cat([-cw[first], cw[second]]))  # B - A
+            re = SparseRows.apply(values_re, xf.real.T.contiguous(), pattern)
+            im = SparseRows.apply(values_im, xf.imag.T.contiguous(), pattern)
+            y = irfft(torch.complex(re, im).T, n=rows) * rows
         return y.reshape(*x.shape[:-1], rows).to(x.dtype)
 
     def dense(self) -> torch.Tensor:
@@ -195,57 +200,59 @@ class SparseSpectrum(Structure):
 
 
 class Pattern:
-    """Where coefficients ``which`` land in a ``(rows, F)`` sparse matrix: at ``(row[i], col[i])``, distinct."""
+    """A fixed sparsity pattern of a ``(rows, cols)`` matrix from entries ``(row[e], col[e])`` (repeats summed),
+    as CSR and as the CSR of its transpose."""
 
-    def __init__(self, row: torch.Tensor, col: torch.Tensor, which: torch.Tensor, rows: int) -> None:
-        order = torch.argsort(row * (int(col.max()) + 1 if col.numel() else 1) + col)
-        self.row, self.col, self.which = row[order], col[order], which[order]
-        self.crow = torch.zeros(rows + 1, dtype=torch.int64, device=row.device)
-        self.crow[1:] = torch.cumsum(torch.bincount(self.row, minlength=rows), 0)
-        self.rows = rows
+    def __init__(self, row: torch.Tensor, col: torch.Tensor, rows: int, cols: int) -> None:
+        unique, self.inverse = torch.unique(row * cols + col, return_inverse=True)  # sorted: row-major order
+        r, c = unique // cols, unique % cols
+        self.shape = (rows, cols)
+        self.crow, self.col = _crow(r, rows), c
+        self.order_t = torch.argsort(c * rows + r)  # the entries in the transpose's row-major order
+        self.crow_t, self.col_t = _crow(c[self.order_t], cols), r[self.order_t]
 
-    def matrix(self, values: torch.Tensor, cols: int) -> torch.Tensor:
-        """The sparse ``(rows, cols)`` CSR matrix with ``values[which]`` at the pattern."""
+    def gather(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-entry ``values`` summed into the pattern's non-zeros (in CSR order)."""
+        return values.new_zeros(len(self.col)).index_add(0, self.inverse, values)
+
+    def matrix(self, values: torch.Tensor, transpose: bool = False) -> torch.Tensor:
         with warnings.catch_warnings():  # torch calls CSR tensors beta; the products used here are tested
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-            return torch.sparse_csr_tensor(
-                self.crow, self.col, values[self.which], (self.rows, cols), check_invariants=False
-            )
+            if transpose:
+                shape = self.shape[::-1]
+                return torch.sparse_csr_tensor(
+                    self.crow_t, self.col_t, values[self.order_t], shape, check_invariants=False
+                )
+            return torch.sparse_csr_tensor(self.crow, self.col, values, self.shape, check_invariants=False)
 
 
-class SpectrumMix(torch.autograd.Function):
-    """``A conj(X) + B X`` for sparse ``A``, ``B`` holding the real ``cw`` at two patterns, ``X`` the ``(F, M)``
-    input spectrum: two sparse-dense matmuls, so no ``(n, M)`` intermediate is formed or saved. The backward
-    samples ``G X^T`` and ``G X^H`` at the patterns for the coefficients (sampled dense-dense products)."""
+def _crow(row: torch.Tensor, rows: int) -> torch.Tensor:
+    crow = torch.zeros(rows + 1, dtype=torch.int64, device=row.device)
+    crow[1:] = torch.cumsum(torch.bincount(row, minlength=rows), 0)
+    return crow
+
+
+class SparseRows(torch.autograd.Function):
+    """``M x`` for a real sparse ``M`` (``values`` at ``pattern``) and a dense ``(cols, tokens)`` ``x``: a sparse
+    matmul, with a sparse matmul by ``M^T`` and a sampled matmul ``g x^T`` in the backward, so no
+    ``(non-zeros, tokens)`` intermediate is formed or saved."""
 
     @staticmethod
-    def forward(ctx, xt: torch.Tensor, cw: torch.Tensor, first: Pattern, second: Pattern) -> torch.Tensor:
-        values = cw.to(xt.dtype)
-        cols = xt.shape[0]
-        xt = xt.contiguous()
-        out = first.matrix(values, cols) @ xt.conj().resolve_conj() + second.matrix(values, cols) @ xt
-        ctx.save_for_backward(xt, cw)
-        ctx.patterns = first, second
-        return out
+    def forward(ctx, values: torch.Tensor, x: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+        ctx.save_for_backward(values, x)
+        ctx.pattern = pattern
+        return pattern.matrix(values) @ x
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
-        xt, cw = ctx.saved_tensors
-        first, second = ctx.patterns
-        values, cols = cw.to(xt.dtype), xt.shape[0]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        values, x = ctx.saved_tensors
+        pattern: Pattern = ctx.pattern
         grad = grad.contiguous()
-        dx = dcw = None
+        dvalues = dx = None
         if ctx.needs_input_grad[0]:
-            a, b = first.matrix(values, cols), second.matrix(values, cols)
-            dx = (a.transpose(0, 1) @ grad).conj() + b.transpose(0, 1) @ grad
+            sampled = torch.sparse.sampled_addmm(pattern.matrix(values), grad, x.T.contiguous(), beta=0.0)
+            dvalues = sampled.values().clone()
         if ctx.needs_input_grad[1]:
-            dcw = torch.zeros_like(cw)
-            for pattern, other in ((first, xt.T), (second, xt.conj().T)):
-                if pattern.which.numel():
-                    sampled = torch.sparse.sampled_addmm(
-                        pattern.matrix(values, cols), grad, other.contiguous(), beta=0.0
-                    )
-                    # .clone(): a view of a CSR tensor's values has no .real
-                    dcw.index_add_(0, pattern.which, sampled.values().clone().real)
-        return dx, dcw, None, None
+            dx = pattern.matrix(values, transpose=True) @ grad
+        return dvalues, dx, None
