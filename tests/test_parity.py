@@ -316,3 +316,20 @@ def test_gpt2_state_dict_loads_into_the_plain_class(merged):
     missing, _ = plain.load_state_dict(model.state_dict(), strict=False)  # the update tensors are extra
     assert missing == []
     torch.testing.assert_close(logits(plain), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gpt2_lora_export_loads_in_peft_as_the_same_model(tmp_path):
+    """The real PEFT library, given the exported LoRA (its Conv1D layers fan_in_fan_out), computes our logits."""
+    from peft import PeftModel
+
+    from surmlab import export_lora
+
+    base = tiny_gpt2()
+    model = inject(copy.deepcopy(base), SurmConfig(family="lowrank", budget=3000, nearest=True))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    want = logits(model)
+    export_lora(model, tmp_path / "lora", verbose=False)
+    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora").eval()
+    assert rel_err(logits(base), want) > 1e-4
+    torch.testing.assert_close(logits(peft_model), want, rtol=1e-5, atol=1e-6)
