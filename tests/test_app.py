@@ -19,7 +19,7 @@ from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
 from surmlab.app.plots import structure
 from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode, takes_targets
 from surmlab.app.watch import MetricsCache, progress
-from surmlab.runs import RunDir, RunSummary, list_runs
+from surmlab.runs import RunDir, RunStatus, RunSummary, list_runs
 from surmlab.train import TrainConfig
 
 TINY = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "1k"}
@@ -219,7 +219,7 @@ def fake_run(root: Path, name: str, status="completed", method="surm-circulant",
         (run.adapter_dir / "adapter_config.json").write_text("{}")
     run.update_summary(
         status=status, reason=None if status == "completed" else "stop requested", metric="accuracy",
-        config={"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": method, "mode": "lora"},
+        config=TrainConfig(backbone="tiny-bert", task="rotten-tomatoes", method=method, mode="lora"), method=method,
         trainable_params=642, total_params=2_054_018, best_metrics={"accuracy": best}, final_metrics={"accuracy": best},
         wall_time_s=3.0, total_steps=2, step=2,
     )  # fmt: skip
@@ -256,7 +256,7 @@ def test_metrics_cache_reads_only_appended_lines(tmp_path):
         f.write('ss": 0.5}\n{"step": 2, "epoch": 1, "eval_accuracy": 0.75}\n')
     rows = cache.rows(tmp_path)
     assert [r.get("loss") for r in rows] == [1.0, 0.5, None]
-    p = progress(RunSummary(status="running", total_steps=8, metric="accuracy"), rows)
+    p = progress(RunSummary(status=RunStatus.RUNNING, total_steps=8, metric="accuracy"), rows)
     assert (p.step, p.loss, p.metric_value, p.fraction) == (2, 0.5, 0.75, 0.25)
     path.write_text('{"step": 9, "loss": 2.0}\n')  # replaced: read from the start again
     assert [r["step"] for r in cache.rows(tmp_path)] == [9]
@@ -265,10 +265,11 @@ def test_metrics_cache_reads_only_appended_lines(tmp_path):
 def test_status_block_shows_progress_and_reasons(tmp_path):
     lab = Lab(tmp_path)
     run = fake_run(tmp_path, "20250101-000000-x", status="stopped")
-    record = JobRecord("id", TINY, "x", 0.0, status="failed", run_dir=str(run), reason="loss became nan at step 3")
+    nan = "loss became nan at step 3"
+    record = JobRecord("id", TrainConfig(**TINY), "x", 0.0, status=RunStatus.FAILED, run_dir=str(run), reason=nan)
     html, _, _ = lab.live(record)
     assert 'data-status="failed"' in html and "loss became nan at step 3" in html
-    stopped = status_html("stopped", "x", JobRecord("id", TINY, "x", 0.0, run_dir=str(run)), None)
+    stopped = status_html("stopped", "x", JobRecord("id", TrainConfig(**TINY), "x", 0.0, run_dir=str(run)), None)
     assert "adapter saved" in stopped
     assert "<script>" not in status_html("failed", "<script>", None, None)
 
@@ -339,30 +340,31 @@ def test_download_never_follows_a_link_out_of_the_run(tmp_path):
     lab = Lab(runs)
 
     nested = fake_run(runs, "20250101-000000-nested")  # an honest adapter with a subfolder is served whole
-    (nested / "adapter" / "extra").mkdir()
-    (nested / "adapter" / "extra" / "notes.txt").write_text("fine")
+    weights = RunDir(nested).final_dir.name  # final/ (adapter/ in older run folders)
+    (nested / weights / "extra").mkdir()
+    (nested / weights / "extra" / "notes.txt").write_text("fine")
     archive, message = lab.adapter_zip(nested.name)
     assert sorted(zipfile.ZipFile(archive).namelist()) == ["adapter_config.json", "extra/notes.txt"], message
 
     planted = {}
     run = fake_run(runs, "20250101-000001-link")
-    (run / "adapter" / "passwd").symlink_to(secret)
-    planted[run.name] = f"{run.name}/adapter/passwd is a symbolic link"
+    (run / weights / "passwd").symlink_to(secret)
+    planted[run.name] = f"{run.name}/{weights}/passwd is a symbolic link"
     run = fake_run(runs, "20250101-000002-deep")
-    (run / "adapter" / "sub").mkdir()
-    (run / "adapter" / "sub" / "x").symlink_to(secret)
-    planted[run.name] = f"{run.name}/adapter/sub/x is a symbolic link"
+    (run / weights / "sub").mkdir()
+    (run / weights / "sub" / "x").symlink_to(secret)
+    planted[run.name] = f"{run.name}/{weights}/sub/x is a symbolic link"
     run = fake_run(runs, "20250101-000003-dirlink")
-    (run / "adapter" / "sub").symlink_to(secret.parent)
-    planted[run.name] = f"{run.name}/adapter/sub is a symbolic link"
+    (run / weights / "sub").symlink_to(secret.parent)
+    planted[run.name] = f"{run.name}/{weights}/sub is a symbolic link"
     run = fake_run(runs, "20250101-000004-adapterlink", adapter=False)
     (run / "adapter").symlink_to(secret.parent)
     planted[run.name] = f"{run.name}/adapter is a symbolic link"
     (runs / "20250101-000005-runlink").symlink_to(nested)
     planted["20250101-000005-runlink"] = "20250101-000005-runlink is a symbolic link"
     run = fake_run(runs, "20250101-000006-fifo")
-    os.mkfifo(run / "adapter" / "pipe")  # reading it would block the server
-    planted[run.name] = f"{run.name}/adapter/pipe is not a regular file"
+    os.mkfifo(run / weights / "pipe")  # reading it would block the server
+    planted[run.name] = f"{run.name}/{weights}/pipe is not a regular file"
 
     for name, why in planted.items():
         archive, message = lab.adapter_zip(name)
