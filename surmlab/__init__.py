@@ -7,6 +7,7 @@ from .layer import SurmLinear
 from .lora_export import export_lora
 from .structures import FAMILIES, make
 from .tuner import (
+    disable_adapter,
     inject,
     load_adapter,
     merge,
@@ -28,6 +29,7 @@ __all__ = [
     "SurmLinear",
     "Target",
     "__version__",
+    "disable_adapter",
     "export_lora",
     "from_pretrained",
     "inject",

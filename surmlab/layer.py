@@ -101,6 +101,7 @@ class SurmLinear(nn.Module):
         # Dropout on the update's input only (LoRA's lora_dropout); at 0 no module exists, so no RNG is drawn.
         self.dropout = nn.Dropout(dropout) if dropout else None
         self.merged = False
+        self.disabled = False  # surmlab.disable_adapter: the forward computes the base layer alone
         # merge()/unmerge() change the base weight in place; a forward in another thread must see the
         # weight and the ``merged`` flag change together, so both sides hold this lock.
         self._merge_lock = threading.RLock()
@@ -203,6 +204,8 @@ class SurmLinear(nn.Module):
         base = self.base_layer
         # An empty batch takes the weight-space product: FFT kernels reject zero-length inputs.
         empty = x.numel() == 0
+        if self.disabled:
+            return base(x)
         drop = self.dropout is not None and self.training
         if self.mode == "adapter":
             h = base(x)
@@ -242,6 +245,8 @@ class SurmLinear(nn.Module):
         blocker = self.weight_blocker()
         if blocker is not None:
             raise ValueError(f"cannot merge: {blocker}; keep the layer unmerged or dequantise the base first")
+        if self.disabled:
+            raise ValueError("cannot merge inside disable_adapter(): the update is switched off there")
         with self._merge_lock:
             if not self.merged:
                 self.base_layer.weight += self._stored_delta()
@@ -264,6 +269,7 @@ class SurmLinear(nn.Module):
         super().__setstate__(state)
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
+        self.__dict__.setdefault("disabled", False)
         if "_out_features" not in self.__dict__:  # pickled by an older surmlab: an nn.Linear base, no dropout
             self.transposed, self.dropout = False, None
             self._out_features, self._in_features = features(self.base_layer)
@@ -283,9 +289,10 @@ class SurmLinear(nn.Module):
     def extra_repr(self) -> str:
         slices = ",".join(name for name, _, _ in self.slices)
         dropout = f", dropout={self.dropout.p}" if self.dropout is not None else ""
+        disabled = ", disabled" if self.disabled else ""
         return (
             f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}{dropout}, "
-            f"merged={self.merged}"
+            f"merged={self.merged}{disabled}"
         )
 
 

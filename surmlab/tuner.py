@@ -11,7 +11,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -423,6 +424,30 @@ def merge(model: nn.Module) -> nn.Module:
     for layer in layers.values():
         layer.merge()
     return model
+
+
+@contextmanager
+def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
+    """``with disable_adapter(model):`` the SURM layers compute their base layers alone (PEFT's
+    ``disable_adapter``), e.g. to compare with the pretrained model; the updates are back on exit.
+
+    A merged model is refused (its weights hold the update: ``unmerge`` it first). The ``modules_to_save``
+    (the head) are trained in place, so the trained head stays in use."""
+    layers = _check_mergeable(model)
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise ValueError(
+            f"cannot disable the adapter of a merged model ({merged[0]} is merged: its weight holds the update); "
+            "unmerge() it first"
+        )
+    before = {name: layer.disabled for name, layer in layers.items()}  # nested blocks restore what they found
+    for layer in layers.values():
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for name, layer in layers.items():
+            layer.disabled = before[name]
 
 
 def unmerge(model: nn.Module) -> nn.Module:

@@ -14,7 +14,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
-from surmlab import SurmConfig, SurmLinear, inject, load_adapter, merge, save_adapter, unmerge
+from surmlab import SurmConfig, SurmLinear, disable_adapter, inject, load_adapter, merge, save_adapter, unmerge
 from surmlab.layer import NOISE_STD
 from surmlab.structures import FAMILIES
 from surmlab.tuner import plan_for, surm_layers
@@ -333,3 +333,48 @@ def test_gpt2_lora_export_loads_in_peft_as_the_same_model(tmp_path):
     peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora").eval()
     assert rel_err(logits(base), want) > 1e-4
     torch.testing.assert_close(logits(peft_model), want, rtol=1e-5, atol=1e-6)
+
+
+# -- disable_adapter --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", ["circulant", "lowrank", "sparse_spectrum"])
+def test_disable_adapter_gives_the_base_model_then_the_adapted_one(family, mode):
+    base = tiny_gpt2()
+    model = inject(copy.deepcopy(base), SurmConfig(family=family, mode=mode, budget=3000, nearest=True))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    with torch.no_grad():
+        nn.init.normal_(model.score.weight, std=0.1)
+    head_only = copy.deepcopy(base)  # the oracle: the base model with the trained head
+    head_only.score.load_state_dict(model.score.state_dict())
+    adapted = logits(model)
+    assert rel_err(adapted, logits(head_only)) > 1e-4
+    with disable_adapter(model) as same:
+        assert same is model
+        torch.testing.assert_close(logits(model), logits(head_only), rtol=0, atol=0)
+        with disable_adapter(model):  # nested: the inner exit leaves the outer block's state
+            pass
+        torch.testing.assert_close(logits(model), logits(head_only), rtol=0, atol=0)
+    torch.testing.assert_close(logits(model), adapted, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="boom"), disable_adapter(model):
+        raise RuntimeError("boom")
+    torch.testing.assert_close(logits(model), adapted, rtol=0, atol=0)  # back on after an error too
+
+
+def test_disable_adapter_refuses_merged_models_and_merging_inside():
+    model = inject(tiny_gpt2(), SurmConfig(family="circulant", budget=3000, nearest=True))
+    for layer in surm_layers(model).values():
+        randomise(layer, std=0.02)
+    weights = {n: layer.base_layer.weight.clone() for n, layer in surm_layers(model).items()}
+    with disable_adapter(model), pytest.raises(ValueError, match=r"cannot merge inside disable_adapter\(\)"):
+        merge(model)
+    assert all(torch.equal(layer.base_layer.weight, weights[n]) for n, layer in surm_layers(model).items())
+    merge(model)
+    pattern = r"cannot disable the adapter of a merged model \(transformer\.h\.0\.attn\.c_attn is merged"
+    with pytest.raises(ValueError, match=pattern), disable_adapter(model):
+        pass
+    assert not any(layer.disabled for layer in surm_layers(model).values())
+    with pytest.raises(ValueError, match="model has no SURM layers"), disable_adapter(tiny_gpt2()):
+        pass
