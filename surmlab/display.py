@@ -125,3 +125,27 @@ def parameters(values: Any, defaults: Any | None = None) -> pd.DataFrame:
     ]  # fmt: skip
     table = pd.DataFrame(rows)
     return table.set_index("parameter") if defaults is not None else table.drop(columns="set here")
+
+
+def html_report(nb: Any) -> str:
+    """An executed notebook as one HTML page whose figures are interactive offline: each plotly output
+    becomes plotly's own HTML (its JavaScript embedded once, in the first figure), the rest as nbconvert's
+    HTML export draws it."""
+    import copy
+
+    import plotly.io as pio
+    from nbconvert import HTMLExporter
+
+    nb = copy.deepcopy(nb)
+    embedded = False
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if PLOTLY_MIME in data:
+                html = pio.to_html(data[PLOTLY_MIME], include_plotlyjs=not embedded, full_html=False, validate=False)
+                out["data"] = {"text/html": html, "text/plain": data.get("text/plain", "")}
+                embedded = True
+    exporter = HTMLExporter()
+    body, _ = exporter.from_notebook_node(nb)
+    # require.js (for widgets, which reports do not store) would capture plotly's bundle as an AMD module
+    return body.replace(f'<script src="{exporter.require_js_url}"></script>', "")

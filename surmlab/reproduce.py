@@ -79,9 +79,10 @@ def check_all(names_: Sequence[str], params: dict[str, Any], profile: str = "smo
 
 def reproduce(
     name: str, params: dict[str, Any] | None = None, profile: str = "smoke", out_dir: str | Path | None = None,
-    kernel_name: str = KERNEL, timeout: int | None = None,
+    kernel_name: str = KERNEL, timeout: int | None = None, html: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Execute ``notebooks/<name>.ipynb`` into ``out_dir/<name>/`` and return a status record.
+    """Execute ``notebooks/<name>.ipynb`` into ``out_dir/<name>/`` and return a status record; with
+    ``html``, also ``<name>.html``: the executed notebook as a page that opens offline, figures interactive.
 
     Parameters are checked (name, type and value, by the experiment's own ``validate``) before a kernel
     starts: a typo or a bad value is one ``ValueError`` naming it, not a traceback from inside the notebook.
@@ -107,6 +108,8 @@ def reproduce(
             kernel_name=kernel_name, cwd=os.getcwd(), progress_bar=False, execution_timeout=timeout,
         )  # fmt: skip
         record["status"] = "ok"
+        if html:
+            write_html(folder / f"{name}.ipynb", folder / f"{name}.html")
     except Exception as err:  # a failed cell: record it and let the caller decide
         record.update(status="failed", error=f"{type(err).__name__}: {str(err).strip()[-2000:]}")
     finally:
@@ -120,9 +123,19 @@ def reproduce(
     return record
 
 
+def write_html(notebook: Path, target: Path) -> Path:
+    """``surmlab.display.html_report`` of an executed notebook, written atomically."""
+    import nbformat
+
+    from .display import html_report
+
+    page = html_report(nbformat.read(notebook, as_version=4))
+    return atomic_write(target, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+
+
 def reproduce_all(
     profile: str = "smoke", out_dir: str | Path | None = None, only: Sequence[str] | None = None,
-    params: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None, html: bool = False,
 ) -> pd.DataFrame:  # fmt: skip
     """Every experiment in sequence (a failure does not stop the rest); writes ``summary.csv/json``.
     ``params`` applies to the experiments that take each parameter; every experiment's share is checked
@@ -130,7 +143,7 @@ def reproduce_all(
     root = Path(out_dir or Path("results") / profile)
     rows = []
     for name, own in check_all(list(only or names()), dict(params or {}), profile).items():  # all, before any runs
-        rec = reproduce(name, own, profile, root)
+        rec = reproduce(name, own, profile, root, html=html)
         rows.append({k: rec.get(k) for k in ("experiment", "status", "wall_time_s", "folder", "error")})
         print(f"{name}: {rec['status']} in {rec['wall_time_s']:.0f} s", file=sys.stderr)
     table = pd.DataFrame(rows)
@@ -146,19 +159,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", default="smoke", choices=common.PROFILE_NAMES)
     parser.add_argument("--all", action="store_true", help="run every experiment and write one summary table")
     parser.add_argument("--out", default=None, help="output folder (default results/<profile>)")
+    parser.add_argument("--html", action="store_true", help="also write <name>.html (figures interactive offline)")
     args = parser.parse_args(argv)
     params = {k: parse_value(v) for k, v in args.param}
     if args.all == bool(args.name):
         parser.error("give one experiment name or --all")
     if args.all:
         try:
-            table = reproduce_all(args.profile, args.out, params=params)
+            table = reproduce_all(args.profile, args.out, params=params, html=args.html)
         except ValueError as err:
             parser.error(str(err))
         print(table.to_string(index=False))
         return 0 if (table.status == "ok").all() else 1
     try:
-        record = reproduce(args.name, params, args.profile, args.out)
+        record = reproduce(args.name, params, args.profile, args.out, html=args.html)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     print(f"{record['status']}: {record['folder']} ({record['wall_time_s']:.0f} s)")

@@ -1,6 +1,7 @@
 """Notebook figures carry a static PNG beside plotly's JSON; tables and parameters read as a report."""
 
 import base64
+import re
 import struct
 
 import plotly.graph_objects as go
@@ -34,3 +35,21 @@ def test_parameters_show_every_value_used_and_which_were_set():
     assert table.loc["budget", "value"] == "4096" and table.loc["budget", "set here"] == "yes"
     assert table.loc["max_steps", "value"] == "2" and table.loc["backbone", "set here"] == ""
     assert list(table.index) == [f for f in tour.Params.__dataclass_fields__]
+
+
+def test_the_html_report_opens_offline_with_interactive_figures(tmp_path):
+    """Plotly's JavaScript embedded once (no CDN), every figure drawn by it, and the other outputs kept."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from surmlab.reproduce import write_html
+
+    figures = [go.Figure(go.Scatter(y=[1, 2, 3 + i]), layout={"title": f"figure {i}"}) for i in range(2)]
+    cells = [new_code_cell(outputs=[new_output("display_data", data=bundle(f))]) for f in figures]
+    cells.append(new_code_cell(outputs=[new_output("stream", name="stdout", text="a printed line")]))
+    notebook = tmp_path / "report.ipynb"
+    nbformat.write(new_notebook(cells=cells), notebook)
+    page = write_html(notebook, tmp_path / "report.html").read_text()
+    assert page.count("Plotly.newPlot(") == 2 and "figure 1" in page and "a printed line" in page
+    assert page.count("* plotly.js v") == 1  # the library itself, once
+    assert not re.findall(r'<script[^>]*src="[^"]*(plotly|require)', page)  # nothing fetched for the figures
