@@ -87,11 +87,13 @@ def test_lora_dropout_drops_the_update_input_only(family, product):
     assert rel_err(layer(x), oracle_forward(layer, x)) < 1e-5
 
 
+@pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("family", ["circulant", "lowrank"])
-def test_adapter_mode_dropout_drops_the_branch_input(family):
+def test_adapter_mode_dropout_drops_the_branch_input(family, product):
     """Adapter mode: h + act(S (m * h)) + b, h = W x + b_W."""
     torch.manual_seed(0)
-    layer = SurmLinear(nn.Linear(32, 32), family, hyper_for(family, 32, 32), mode="adapter", dropout=0.5)
+    hyper = hyper_for(family, 32, 32)
+    layer = SurmLinear(nn.Linear(32, 32), family, hyper, mode="adapter", product=product, dropout=0.5)
     randomise(layer)
     x = torch.randn(5, 32)
     layer.train()
