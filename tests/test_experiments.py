@@ -171,7 +171,7 @@ def test_experiment_writes_its_parameters_as_resolved(tmp_path):
         ),
         (image_classification, {"methods": "surm-circulant,linear-probe", "seeds": "1,1"}, "distinct whole numbers"),
         (glue_adapters, {"methods": "surm-circulant,bitfit"}, "not bitfit"),
-        (glue_adapters, {"methods": "adapter,lora"}, "list at least one surm-\\* method"),
+        (glue_adapters, {"methods": "houlsby,lora"}, "list at least one surm-\\* method"),
         (glue_adapters, {"houlsby_bottleneck": 10**4}, "adapter bottleneck must be a whole number from 1 to"),
         (tradeoff, {"budgets": "10M"}, "infeasible"),
         (tradeoff, {"sweep": "surm-fourier"}, "unknown method 'surm-fourier'"),

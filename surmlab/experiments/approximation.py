@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 
 from .. import plots
 from ..models import load_backbone
-from ..runs import load_weights
+from ..runs import RunDir, load_weights
 from ..structures import FAMILIES as STRUCTURES
 from ..structures import make
 from . import common
@@ -83,7 +83,7 @@ def weight_updates(backbone: str, steps: int, n: int, seed: int, runs_dir: Path)
     )  # fmt: skip
     before = load_backbone(backbone, 2).model
     after = load_backbone(backbone, 2).model
-    load_weights(after, Path(row["run_dir"]) / "adapter")
+    load_weights(after, RunDir(row["run_dir"]).final_dir)
     deltas = []
     b_params = dict(before.named_parameters())
     for name, p in after.named_parameters():

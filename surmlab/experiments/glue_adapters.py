@@ -24,14 +24,14 @@ from ..study.table import scores
 from . import common
 
 NAME = "glue_adapters"
-BASELINES = ("adapter", "lora")
+BASELINES = ("houlsby", "lora")
 
 
 @dataclass(frozen=True)
 class Params:
     backbone: str = "tiny-bert"
     tasks: tuple[str, ...] = ("glue/rte", "rotten-tomatoes")
-    methods: tuple[str, ...] = ("surm-circulant", "adapter", "lora")
+    methods: tuple[str, ...] = ("surm-circulant", "houlsby", "lora")
     houlsby_bottleneck: int = 8
     seeds: tuple[int, ...] = (0, 1)
     max_steps: int | None = 2
@@ -49,7 +49,7 @@ PROFILES = {
     "cpu": Params(backbone="minilm-l6", tasks=("glue/stsb", "glue/sst2", "rotten-tomatoes"), houlsby_bottleneck=64,
                   seeds=(0, 1, 2), max_steps=100, max_train=3200, max_eval=600, batch_size=32, workers=2),
     "paper": Params(backbone="hf:bert-base-uncased", tasks=("glue/cola", "glue/sst2", "glue/mrpc", "glue/stsb",
-                    "glue/qnli", "glue/rte"), methods=("surm-circulant", "surm-toeplitz", "surm-ldr", "adapter",
+                    "glue/qnli", "glue/rte"), methods=("surm-circulant", "surm-toeplitz", "surm-ldr", "houlsby",
                     "lora"), houlsby_bottleneck=64, seeds=(0, 1, 2), max_steps=None, max_train=None, max_eval=None,
                     epochs=20, batch_size=32),
 }  # fmt: skip
@@ -71,8 +71,8 @@ def lora_budget(p: Params) -> int | None:
 def spec(p: Params, task: str, budget: int | None) -> StudySpec:
     """The study of ``task``: SURM adapters at their defaults, Houlsby at its bottleneck, LoRA at ``budget``."""
     hyper = {m: {} for m in p.methods if is_surm(m)}
-    if "adapter" in p.methods:
-        hyper["adapter"] = {"bottleneck": p.houlsby_bottleneck}
+    if "houlsby" in p.methods:
+        hyper["houlsby"] = {"bottleneck": p.houlsby_bottleneck}
     return StudySpec(
         name=common.study_name(p.backbone, task, "adapters"),
         backbone=p.backbone,
@@ -98,7 +98,7 @@ def validate(p: Params) -> None:
     common.check_grid(p.backbone, p.tasks, p.methods)
     bad = [m for m in p.methods if not (is_surm(m) or m in BASELINES)]
     if bad:
-        raise ValueError(f"glue_adapters compares surm-* adapters, adapter and lora; not {', '.join(bad)}")
+        raise ValueError(f"glue_adapters compares surm-* adapters, houlsby and lora; not {', '.join(bad)}")
     if "lora" in p.methods and not any(is_surm(m) for m in p.methods):
         raise ValueError("lora takes the budget of a SURM adapter: list at least one surm-* method")
     common.check_positive(houlsby_bottleneck=p.houlsby_bottleneck, workers=p.workers)
@@ -110,7 +110,7 @@ def validate(p: Params) -> None:
 def run(p: Params, out: Path) -> pd.DataFrame:
     budget = lora_budget(p)
     table = pd.concat([common.run_study(spec(p, task, budget), out, p.workers) for task in p.tasks], ignore_index=True)
-    houlsby = table[table.method == "adapter"].groupby("task")["method_params"].first()
+    houlsby = table[table.method == "houlsby"].groupby("task")["method_params"].first()
     pairs = zip(table.task, table.method_params, strict=True)
     table["reduction_vs_houlsby"] = [houlsby.get(t, float("nan")) / n if n else float("nan") for t, n in pairs]
     return table

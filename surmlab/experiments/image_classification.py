@@ -24,7 +24,7 @@ from . import common
 
 NAME = "image_classification"
 SURM = ("surm-circulant", "surm-toeplitz", "surm-symmetric_toeplitz", "surm-kronecker", "surm-ldr")
-ALL_METHODS = (*SURM, "lora", "adapter", "bitfit", "linear-probe", "full")
+ALL_METHODS = (*SURM, "lora", "houlsby", "bitfit", "linear-probe", "full")
 # The paper profiles' budget on ViT-B/16: every budgeted method must reach it, and the smallest Houlsby
 # adapter there (bottleneck 1, two per block) already has 55,320 parameters, so 55k would be infeasible.
 VIT_B_BUDGET = "56k"

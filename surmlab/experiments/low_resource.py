@@ -32,7 +32,7 @@ PROFILES = {
                   "linear-probe"), budgets=("18432",), seeds=(0, 1, 2), shots=(1, 5, 10), max_steps=60,
                   max_eval=1000, image_size=56, epochs=100, eval_every=30, workers=2),
     "paper": Params(backbone="timm:vit_base_patch16_224.augreg_in21k", tasks=("cifar10", "cifar100", "dtd"),
-                    methods=(*SURM, "lora", "adapter", "linear-probe"), budgets=(VIT_B_BUDGET,), seeds=(0, 1, 2),
+                    methods=(*SURM, "lora", "houlsby", "linear-probe"), budgets=(VIT_B_BUDGET,), seeds=(0, 1, 2),
                     shots=(1, 2, 5, 10), fractions=(0.01, 0.05), max_steps=None, max_eval=None, batch_size=32,
                     epochs=20),
 }  # fmt: skip
