@@ -154,6 +154,7 @@ def build_method(config: TrainConfig, backbone: Backbone, nearest: bool = False)
         targets=config.targets,
         alpha=config.alpha,
         product=config.product,
+        dropout=config.dropout,
         lr=config.lr,
         nearest=nearest,
     )

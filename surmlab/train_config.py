@@ -49,6 +49,7 @@ class TrainConfig:
         default=None, metadata={"help": "module-name suffixes to adapt, or all-linear (default: the model's preset)"}
     )
     alpha: float = field(default=1.0, metadata={"help": "SURM lora-mode scale"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout on the SURM/LoRA update's input (lora_dropout)"})
     product: str = field(
         default="auto",
         metadata={"help": "how SURM computes S x: fft, dense (S folded into W) or auto", "choices": PRODUCTS},
@@ -131,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"train_fraction must be in (0, 1], got {self.train_fraction!r}")
         if not (is_real(self.alpha) and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
+        if not (is_real(self.dropout) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         for name in ("checkpoint_every", "eval_every"):
             value = getattr(self, name)
             if not is_whole(value) or value < 0:

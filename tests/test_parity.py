@@ -380,3 +380,56 @@ def test_disable_adapter_refuses_merged_models_and_merging_inside():
     assert not any(layer.disabled for layer in surm_layers(model).values())
     with pytest.raises(ValueError, match="model has no SURM layers"), disable_adapter(tiny_gpt2()):
         pass
+
+
+# -- dropout in the lab's training loop --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["surm-circulant", "lora"])
+def test_prepare_passes_dropout_to_every_layer(method):
+    from surmlab.methods.prepare import prepare
+
+    prepared = prepare(method, tiny_gpt2(), head=["score"], budget=3000, dropout=0.2)
+    layers = surm_layers(prepared.model)
+    assert layers and all(layer.dropout.p == 0.2 for layer in layers.values())
+
+
+@pytest.mark.parametrize("method", ["peft-lora", "bitfit", "full"])
+def test_dropout_on_a_method_without_it_is_refused_by_name(method):
+    from surmlab.methods.prepare import prepare
+
+    hyper = {"rank": 2} if method == "peft-lora" else None
+    with pytest.raises(ValueError, match=f"dropout applies to surm-\\* methods and lora; {method} takes none"):
+        prepare(method, tiny_gpt2(), head=["score"], hyper=hyper, dropout=0.1)
+
+
+def test_resume_with_dropout_logs_what_the_uninterrupted_run_logs(tmp_path, monkeypatch):
+    """Adapter dropout draws from torch's RNG, which checkpoints restore: a run stopped after step 3 and
+    resumed logs every loss of the uninterrupted run, bit for bit."""
+    from surmlab.runs import RunDir
+    from surmlab.train import TrainConfig, train
+
+    common = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "2k"}
+    common |= {"max_train": 64, "max_eval": 16, "max_length": 16, "batch_size": 8, "log_every": 1}
+    common |= {"max_steps": 8, "checkpoint_every": 4, "lr": 5e-2}
+
+    def losses(run_dir):
+        return [(r["step"], r["loss"]) for r in RunDir(run_dir).metrics() if "loss" in r]
+
+    whole = train(TrainConfig(**common, dropout=0.5, runs_dir=str(tmp_path / "a")), progress=False)
+    log = RunDir.log
+
+    def log_then_stop(run, record):  # the user's stop request (``surmlab stop``), made right after step 3
+        log(run, record)
+        if record.get("step") == 3 and "loss" in record:
+            run.request_stop()
+
+    monkeypatch.setattr(RunDir, "log", log_then_stop)
+    part = train(TrainConfig(**common, dropout=0.5, runs_dir=str(tmp_path / "b")), progress=False)
+    monkeypatch.setattr(RunDir, "log", log)
+    assert part.status == "stopped" and part.step == 3
+    resumed = train(TrainConfig(), resume=part.run_dir, progress=False)
+    assert resumed.step == 8 and RunDir(part.run_dir).config().train.dropout == 0.5
+    assert losses(part.run_dir) == losses(whole.run_dir)
+    plain = train(TrainConfig(**common, runs_dir=str(tmp_path / "c")), progress=False)
+    assert losses(plain.run_dir)[1:] != losses(whole.run_dir)[1:]  # the adapter dropout is there to be resumed

@@ -57,6 +57,7 @@ def prepare(
     nearest: bool = False,
     alpha: float = 1.0,
     product: str = "auto",
+    dropout: float = 0.0,
     lr: float | None = None,
 ) -> Prepared:
     """Freeze ``model``, add ``method``'s trainable parts (matched to ``budget`` where it has a size
@@ -74,8 +75,10 @@ def prepare(
     if hyper and budget is not None:
         raise BudgetError(f"give either hyper-parameters {hyper} or a budget ({budget}) for {method}, not both")
     info.check_hyper(hyper or {})
+    if dropout and info.kind not in ("surm", "lora"):
+        raise ValueError(f"dropout applies to surm-* methods and lora; {method} takes none (got {dropout})")
     model.requires_grad_(False)
-    request = Request(list(head), budget, dict(hyper or {}), mode, targets, nearest, alpha, product)
+    request = Request(list(head), budget, dict(hyper or {}), mode, targets, nearest, alpha, product, dropout)
     built = info.build(model, request)
     for suffix in head:
         for name in find_suffix(built.model, suffix):

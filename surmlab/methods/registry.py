@@ -38,6 +38,7 @@ class Request:
     nearest: bool = False
     alpha: float = 1.0
     product: str = "auto"
+    dropout: float = 0.0
 
 
 @dataclass

@@ -31,6 +31,7 @@ def surm_config(family: str, request: Request, hyper: dict | None = None, alpha:
         nearest=request.nearest,
         alpha=request.alpha if alpha is None else alpha,
         product=request.product,
+        dropout=request.dropout,
         modules_to_save=list(request.head),
     )
 
