@@ -115,7 +115,7 @@ def test_methods_at_fixed_hyper_parameters_run_once_per_seed_and_are_checked():
         )
     with pytest.raises(ValueError, match=r"hyper names \['bitfit'\], which are not among the methods"):
         StudySpec.from_dict({**BASE, "hyper": {"bitfit": {}}})
-    with pytest.raises(ValueError, match="adapter takes hyper-parameters bottleneck"):
+    with pytest.raises(ValueError, match="houlsby takes hyper-parameters bottleneck"):  # "adapter" is its old name
         StudySpec.from_dict({**BASE, "methods": ["adapter", "lora"], "hyper": {"adapter": {"rank": 2}}})
 
 
