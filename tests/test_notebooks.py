@@ -112,3 +112,25 @@ def maker():
 def test_regenerating_a_notebook_rewrites_nothing(maker, name):
     """Cell ids are stable and the committed notebook is what make_notebooks.py writes today."""
     assert nbformat.writes(maker.notebook(name)) + "\n" == (NOTEBOOKS / f"{name}.ipynb").read_text()
+
+
+def test_a_study_notebook_run_again_with_a_changed_setting_writes_a_new_study(tmp_path):
+    from dataclasses import replace
+
+    from surmlab.experiments.common import own_folder
+    from surmlab.study import StudySpec
+
+    spec = StudySpec(
+        name="rt", backbone="tiny-bert", task="rotten-tomatoes", methods=("lora",), budgets=("2048",), seeds=(0,),
+        train={"max_steps": 2},
+    )  # fmt: skip
+    assert own_folder(spec, tmp_path) == spec  # nothing there yet
+    spec.claim(tmp_path / "rt")
+    assert own_folder(spec, tmp_path) == spec  # the same settings continue their study
+    changed = replace(spec, train={"max_steps": 3})
+    with pytest.raises(ValueError, match="different spec"):
+        changed.claim(tmp_path / "rt")  # what stopped the notebook before
+    renamed = own_folder(changed, tmp_path)
+    assert renamed.name.startswith("rt-") and replace(renamed, name="rt") == changed
+    renamed.claim(tmp_path / renamed.name)
+    assert own_folder(changed, tmp_path) == renamed  # run again with that setting: its own study continues

@@ -15,6 +15,7 @@ computation and writes ``<name>.json`` / ``<name>.csv``.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -30,11 +31,12 @@ import pandas as pd
 from torch import nn
 
 from ..data import SPECS, list_tasks
-from ..fileio import atomic_write, write_json
+from ..fileio import atomic_write, read_json, write_json
 from ..methods import method_info, prepare
 from ..models import load_backbone, resolve_backbone
 from ..provenance import environment as machine_environment
 from ..study import StudySpec, study
+from ..study.spec import SPEC_FILE
 from ..train import train
 from ..train_config import TrainConfig
 from ..tuner import surm_layers, unload
@@ -274,9 +276,26 @@ def train_options(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def own_folder(spec: StudySpec, root: Path) -> StudySpec:
+    """``spec``, renamed ``<name>-<fingerprint>`` where ``root/<name>`` holds a study with other settings:
+    a notebook run again with a changed setting writes a new study beside the old one (and a run with
+    either setting again continues its own) instead of stopping."""
+    file = root / spec.name / SPEC_FILE
+    if not file.exists():
+        return spec
+    saved = json.loads(json.dumps(StudySpec.from_dict(read_json(file)).to_dict()))
+    if saved == json.loads(json.dumps(spec.to_dict())):
+        return spec
+    renamed = replace(spec, name=f"{spec.name}-{spec.fingerprint()[:8]}")
+    print(f"studies/{spec.name} holds other settings: this study is studies/{renamed.name}")
+    return renamed
+
+
 def run_study(spec: StudySpec, out: Path, workers: int, **columns: Any) -> pd.DataFrame:
     """Run (or continue) ``spec`` in ``out/studies`` and return its summary (one row per method, budget
-    and lr: mean, interval, paired comparison), with the backbone, task, ``columns`` and study folder."""
+    and lr: mean, interval, paired comparison), with the backbone, task, ``columns`` and study folder.
+    Changed settings go to a new study folder (``own_folder``)."""
+    spec = own_folder(spec, out / "studies")
     result = study(spec, root=out / "studies", workers=workers, progress=False)  # no bars in reports
     return result.summary.assign(backbone=spec.backbone, task=spec.task, **columns, study=str(result.folder))
 
