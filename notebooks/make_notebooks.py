@@ -87,7 +87,7 @@ def lesson_notebook(source: Path) -> nbformat.NotebookNode:
 
 
 def execute_lesson(
-    source: Path, parameters: dict[str, Any] | None = None, timeout: int = 1200
+    source: Path, parameters: dict[str, Any] | None = None, timeout: int = 3600
 ) -> nbformat.NotebookNode:
     """Run a lesson top to bottom in a fresh kernel started in ``notebooks/lessons`` (where its ``checks``
     module is); ``parameters`` override its parameters cell, as ``surmlab reproduce -p`` does. The result

@@ -10,6 +10,7 @@ import nbformat
 import numpy as np
 import pytest
 from notebook_checks import report_problems
+from scipy import stats
 
 LESSONS = Path(__file__).resolve().parents[1] / "notebooks" / "lessons"
 
@@ -27,7 +28,12 @@ checks = load(LESSONS / "checks.py")
 solutions = load(LESSONS / "solutions.py")
 SOURCES = maker.lesson_sources()
 
-SMOKE = {"01_structured_matrices": {"n": 16}, "02_injection_and_budgets": {}}  # lesson 2 takes seconds as it is
+SMOKE = {  # lesson 2 takes seconds as it is
+    "01_structured_matrices": {"n": 16},
+    "02_injection_and_budgets": {},
+    "03_finetune_and_compare": {"backbone": "tiny-bert", "max_steps": 4, "max_train": 64, "max_eval": 64},
+    "04_where_structure_wins": {},  # reads records only
+}
 
 # Wrong answers a student might give: each check cell must refuse every one of them.
 WRONG = {
@@ -41,7 +47,24 @@ WRONG = {
     "lesson2_block_size": [16, 32, 48],
     "lesson2_trainable": [36_864, 37_634, 36_864 + 384 * 3],  # no head, a 2-class head, the head without bias
     "lesson2_untouched_rows": [range(0, 192), range(192, 383), range(384, 576)],
+    "lesson3_paired_interval": [
+        lambda a, b: (
+            np.mean(a) - np.mean(b),
+            stats.t.ppf(0.975, len(a) - 1) * np.std(np.subtract(a, b)) / len(a) ** 0.5,
+        ),
+        lambda a, b: (np.mean(a) - np.mean(b), 1.96 * np.std(np.subtract(a, b), ddof=1) / len(a) ** 0.5),  # normal
+        lambda a, b: welch(a, b),  # two intervals, not paired
+    ],
+    "lesson3_seeds_needed": [17, 16, 4],
+    "lesson4_best_psd": ["circulant", "lowrank", "LDR"],
+    "lesson4_weight_updates": [set(), {"ldr", "kronecker"}, "ldr"],
+    "lesson4_low_resource": [{10}, {1, 5, 10}, [5, 10]],
 }
+
+
+def welch(a, b):
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    return (interval.low + interval.high) / 2, (interval.high - interval.low) / 2
 
 
 def check_cells(source: Path) -> list[tuple[str, str]]:

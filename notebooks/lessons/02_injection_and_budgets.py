@@ -154,8 +154,8 @@ with torch.no_grad():
     delta = layer.delta_weight()  # alpha * S as one 576 x 192 matrix
 rows = {name: delta[i * 192 : (i + 1) * 192].abs().max().item() for i, name in enumerate("qkv")}
 print("max |update| per slice:", {k: round(v, 3) for k, v in rows.items()})
-figure = heatmap_grid({"alpha S on qkv: rows q, k, v": delta.numpy()}, cols=1)
-show(figure.update_layout(width=360, height=700))  # k, the middle third, stays zero
+figure = heatmap_grid({"alpha S on qkv: rows q, k, v": delta[:, :48].numpy().round(2)}, cols=1)  # 48 inputs
+show(figure.update_layout(width=300, height=700))  # k, the middle third, stays zero
 
 # %% [markdown]
 # ## 5. Merge and unmerge, with numbers

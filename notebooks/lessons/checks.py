@@ -121,3 +121,92 @@ def lesson2_untouched_rows(answer: range | None) -> None:
     if not isinstance(answer, range) or list(answer) != zero:
         raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the rows are q, then k, then v, 192 each")
     _right(exercise)
+
+
+def lesson3_paired_interval(answer: Callable[[list[float], list[float]], tuple[float, float]] | None) -> None:
+    exercise = "Exercise 1 (paired interval)"
+    if not _answered(exercise, answer):
+        return
+    from scipy import stats
+
+    rng = np.random.default_rng(4)
+    for n in (3, 5, 10):
+        a = rng.uniform(0.6, 0.8, n)
+        b = a - rng.normal(0.01, 0.02, n)
+        test = stats.ttest_rel(a, b)  # scipy's paired t-test and its interval, not our formula
+        interval = test.confidence_interval(0.95)
+        expected = ((interval.low + interval.high) / 2, (interval.high - interval.low) / 2)
+        got = answer(list(a), list(b))
+        if not np.allclose(got, expected, atol=1e-9):
+            raise WrongAnswer(
+                f"{exercise}: for {n} seeds got {got}, not the paired interval; hint: take the differences "
+                "first, then a t-interval (n - 1 degrees of freedom) on their mean"
+            )
+    _right(exercise)
+
+
+def lesson3_seeds_needed(answer: int | None) -> None:
+    exercise = "Exercise 2 (seeds for a half-width below 0.005)"
+    if not _answered(exercise, answer):
+        return
+    from scipy import stats
+
+    def half_width(n: int) -> float:
+        return stats.t.ppf(0.975, n - 1) * 0.01 / np.sqrt(n)
+
+    expected = next(n for n in range(2, 1000) if half_width(n) < 0.005)
+    if answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the t quantile shrinks too as n grows")
+    _right(exercise)
+
+
+def _rows(name: str) -> list[dict[str, Any]]:
+    """The rows of the lab's committed cpu record ``docs/results/cpu/<name>.json``."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).resolve().parents[2] / "docs" / "results" / "cpu" / f"{name}.json").read_text())[
+        "rows"
+    ]
+
+
+def lesson4_best_psd(answer: str | None) -> None:
+    exercise = "Exercise 1 (best family on PSD targets at 1,024 parameters)"
+    if not _answered(exercise, answer):
+        return
+    errors: dict[str, list[float]] = {}
+    for row in _rows("approximation"):
+        if row["target"] == "psd" and row["params"] == 1024:
+            errors.setdefault(row["family"], []).append(row["error"])
+    expected = min(errors, key=lambda family: sum(errors[family]) / len(errors[family]))
+    if answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the psd table's row for 1024, its smallest value")
+    _right(exercise)
+
+
+def lesson4_weight_updates(answer: set[str] | None) -> None:
+    exercise = "Exercise 2 (structure against low rank on real weight updates)"
+    if not _answered(exercise, answer):
+        return
+    expected = {
+        row["family"]
+        for row in _rows("approximation")
+        if row["target"] == "weight_update" and row["family"] != "lowrank" and row["beats_lowrank"]
+    }
+    if not isinstance(answer, set) or answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the nonzero entries of the weight_update row")
+    _right(exercise)
+
+
+def lesson4_low_resource(answer: set[int] | None) -> None:
+    exercise = "Exercise 3 (where surm-circulant is above LoRA)"
+    if not _answered(exercise, answer):
+        return
+    expected = {
+        int(row["shots_per_class"])
+        for row in _rows("low_resource")
+        if row["method"] == "surm-circulant" and row["distinguishable"] and row["vs_baseline"] > 0
+    }
+    if not isinstance(answer, set) or answer != expected:
+        raise WrongAnswer(f"{exercise}: {answer!r} is not it; hint: the rows whose verdict says 'above lora'")
+    _right(exercise)
