@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .fileio import atomic_write
-from .layer import SurmLinear
+from .layer import SurmLinear, is_transposed
 from .tuner import find_suffix, surm_layers
 
 PEFT_CONFIG_FILE = "adapter_config.json"
@@ -137,6 +137,8 @@ def export_lora(
         alpha_pattern={n: r for n, r in ranks.items() if r != default},
         modules_to_save=saved or None,
         lora_dropout=0.0,
+        # GPT-2's Conv1D stores its weight in x out: PEFT's flag for it (a mix of kinds: PEFT sets it per layer)
+        fan_in_fan_out=all(is_transposed(layer.base_layer) for layer in layers.values()),
         base_model_name_or_path=base_model_id(model),
     )
     meta: dict[str, Any] = config.to_dict()

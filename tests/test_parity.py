@@ -3,7 +3,9 @@ against an independent oracle (dense matrices built from the families' definitio
 plain ``nn.Linear``, the plain model class)."""
 
 import copy
+import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -332,7 +334,10 @@ def test_gpt2_lora_export_loads_in_peft_as_the_same_model(tmp_path):
         randomise(layer, std=0.02)
     want = logits(model)
     export_lora(model, tmp_path / "lora", verbose=False)
-    peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora").eval()
+    assert json.loads((tmp_path / "lora" / "adapter_config.json").read_text())["fan_in_fan_out"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*fan_in_fan_out")  # PEFT's warning when it corrects the flag
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "lora").eval()
     assert rel_err(logits(base), want) > 1e-4
     torch.testing.assert_close(logits(peft_model), want, rtol=1e-5, atol=1e-6)
 
