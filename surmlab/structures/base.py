@@ -110,6 +110,35 @@ def resolve_block_size(in_features: int, out_features: int, block_size: int | No
     return block_size
 
 
+def block_count_preference(k: int, default: int) -> tuple[int, int]:
+    """Among block counts, the order of preference: ``default`` first, then the nearest (smaller first)."""
+    return abs(k - default), k
+
+
+def resolve_block_count(
+    name: str, value: int | None, in_features: int, out_features: int, default: int, blocks: str = ""
+) -> int:
+    """A number of blocks ``k`` that divides both sides of an ``out x in`` layer (Monarch's ``nblocks``, a
+    block low-rank ``grid``): ``value``, or where it is ``None`` the one nearest ``default`` (smaller first).
+    ``blocks`` says in the error how the layer is cut (e.g. ``" into 2x2 blocks"``)."""
+    shared = divisors(math.gcd(in_features, out_features))
+    if value is None:
+        return min(shared, key=lambda k: block_count_preference(k, default))
+    positive_int(name, value)
+    if value not in shared:
+        raise ValueError(
+            f"{name}={value} does not divide the {out_features}x{in_features} layer{blocks}; "
+            f"counts that divide both sides: {', '.join(map(str, shared))}"
+        )
+    return value
+
+
+def block_rank_limit(in_features: int, out_features: int, blocks: int) -> int:
+    """The largest useful rank of one of ``blocks`` blocks along each side: beyond it the blocks' ranks
+    add up to more than the layer's smaller side."""
+    return min(in_features, out_features) // blocks
+
+
 def positive_int(name: str, value: Any) -> int:
     """``value`` itself when it is a positive integer; else a ``ValueError`` naming ``name``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:

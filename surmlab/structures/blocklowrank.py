@@ -17,20 +17,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Shape, Structure, blocks_to_matrix, common_divisors, divisors, matmul_dtype, positive_int
+from .base import (
+    Shape,
+    Structure,
+    block_count_preference,
+    block_rank_limit,
+    blocks_to_matrix,
+    common_divisors,
+    matmul_dtype,
+    positive_int,
+    resolve_block_count,
+)
 
 DEFAULT_GRID = 2  # GraLoRA's default k
 DEFAULT_RANK = 8  # LoRA's default rank: the same count
-
-
-def block_rank_limit(in_features: int, out_features: int, grid: int) -> int:
-    """The largest useful rank of one block: its smaller side."""
-    return min(in_features, out_features) // grid
-
-
-def grid_preference(k: int) -> tuple[int, int]:
-    """Among equal counts, prefer GraLoRA's 2 x 2 grid, then the nearest grid (smaller first)."""
-    return abs(k - DEFAULT_GRID), k
 
 
 class BlockLowRank(Structure):
@@ -53,15 +53,8 @@ class BlockLowRank(Structure):
         grid, rank = hyper.pop("grid", None), hyper.pop("rank", None)
         if hyper:
             raise ValueError(f"block_lowrank takes grid and rank, got {sorted(hyper)}")
-        shared = divisors(math.gcd(in_features, out_features))
-        if grid is None:
-            grid = min(shared, key=grid_preference)
-        positive_int("grid", grid)
-        if grid not in shared:
-            raise ValueError(
-                f"grid={grid} does not divide the {out_features}x{in_features} layer into {grid}x{grid} blocks; "
-                f"grids that divide both sides: {', '.join(map(str, shared))}"
-            )
+        blocks = f" into {grid}x{grid} blocks" if grid is not None else ""
+        grid = resolve_block_count("grid", grid, in_features, out_features, DEFAULT_GRID, blocks)
         limit = block_rank_limit(in_features, out_features, grid)
         if rank is None:
             rank = grid * min(max(1, DEFAULT_RANK // grid), limit)
@@ -84,7 +77,7 @@ class BlockLowRank(Structure):
         # A 1 x 1 grid is LoRA itself (the lowrank family): the solver offers it only where no grid divides.
         grids = common_divisors([d for shape in shapes for d in shape])
         options = [
-            (k * s, grid_preference(k), k)
+            (k * s, block_count_preference(k, DEFAULT_GRID), k)
             for k in (grids[1:] or grids)
             for s in range(1, min(block_rank_limit(i, o, k) for o, i in shapes) + 1)
         ]

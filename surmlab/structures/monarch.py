@@ -19,20 +19,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Shape, Structure, common_divisors, divisors, matmul_dtype, positive_int
+from .base import (
+    Shape,
+    Structure,
+    block_count_preference,
+    block_rank_limit,
+    common_divisors,
+    matmul_dtype,
+    positive_int,
+    resolve_block_count,
+)
 
 DEFAULT_NBLOCKS = 4  # MoRe's setting
 DEFAULT_BLOCK_RANK = 8  # LoRA's default rank: the same count, four times the attainable rank
-
-
-def block_rank_limit(in_features: int, out_features: int, nblocks: int) -> int:
-    """The largest useful ``block_rank``: beyond it ``k r`` exceeds the smaller side."""
-    return min(in_features, out_features) // nblocks
-
-
-def nblocks_preference(k: int) -> tuple[int, int]:
-    """Among equal counts, prefer MoRe's four blocks, then the nearest block count (smaller first)."""
-    return abs(k - DEFAULT_NBLOCKS), k
 
 
 class Monarch(Structure):
@@ -57,15 +56,7 @@ class Monarch(Structure):
         nblocks, block_rank = hyper.pop("nblocks", None), hyper.pop("block_rank", None)
         if hyper:
             raise ValueError(f"monarch takes nblocks and block_rank, got {sorted(hyper)}")
-        shared = divisors(math.gcd(in_features, out_features))
-        if nblocks is None:
-            nblocks = min(shared, key=nblocks_preference)
-        positive_int("nblocks", nblocks)
-        if nblocks not in shared:
-            raise ValueError(
-                f"nblocks={nblocks} does not divide the {out_features}x{in_features} layer; "
-                f"block counts that divide both sides: {', '.join(map(str, shared))}"
-            )
+        nblocks = resolve_block_count("nblocks", nblocks, in_features, out_features, DEFAULT_NBLOCKS)
         limit = block_rank_limit(in_features, out_features, nblocks)
         block_rank = min(DEFAULT_BLOCK_RANK, limit) if block_rank is None else block_rank
         positive_int("block_rank", block_rank)
@@ -83,7 +74,10 @@ class Monarch(Structure):
     @classmethod
     def candidates(cls, shapes: Sequence[Shape]) -> Iterator[dict[str, Any]]:
         # The count depends on block_rank only: for each, every block count in order of preference.
-        ks = sorted(common_divisors([d for shape in shapes for d in shape]), key=nblocks_preference)
+        ks = sorted(
+            common_divisors([d for shape in shapes for d in shape]),
+            key=lambda k: block_count_preference(k, DEFAULT_NBLOCKS),
+        )
         top = max(min(block_rank_limit(i, o, k) for o, i in shapes) for k in ks)
         for r in range(1, top + 1):
             for k in ks:
