@@ -426,6 +426,13 @@ def merge(model: nn.Module) -> nn.Module:
     return model
 
 
+def refuse_merged(layers: dict[str, SurmLinear], what: str, advice: str) -> None:
+    """A ``ValueError`` ("cannot WHAT (LAYER is merged): ADVICE") when any of ``layers`` is merged."""
+    merged = [name for name, layer in layers.items() if layer.merged]
+    if merged:
+        raise ValueError(f"cannot {what} ({merged[0]} is merged): {advice}")
+
+
 @contextmanager
 def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
     """``with disable_adapter(model):`` the SURM layers compute their base layers alone (PEFT's
@@ -434,12 +441,7 @@ def disable_adapter(model: nn.Module) -> Iterator[nn.Module]:
     A merged model is refused (its weights hold the update: ``unmerge`` it first). The ``modules_to_save``
     (the head) are trained in place, so the trained head stays in use."""
     layers = _check_mergeable(model)
-    merged = [name for name, layer in layers.items() if layer.merged]
-    if merged:
-        raise ValueError(
-            f"cannot disable the adapter of a merged model ({merged[0]} is merged: its weight holds the update); "
-            "unmerge() it first"
-        )
+    refuse_merged(layers, "disable the adapter of a merged model", "its weight holds the update; unmerge() it first")
     before = {name: layer.disabled for name, layer in layers.items()}  # nested blocks restore what they found
     for layer in layers.values():
         layer.disabled = True
@@ -629,12 +631,7 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
     if meta["backbone"] != backbone:
         raise ValueError(f"adapter in {path} was saved for a {meta['backbone']}, not for this {backbone}")
     layers = surm_layers(model)
-    merged = [name for name, layer in layers.items() if layer.merged]
-    if merged:
-        raise ValueError(
-            f"cannot load {path} into a merged model ({merged[0]} is merged): unmerge() it first, "
-            "or load into a freshly built model"
-        )
+    refuse_merged(layers, f"load {path} into a merged model", "unmerge() it first, or load into a freshly built model")
     missing_heads = [] if allow_missing_head else _missing_heads(model, config)
     if missing_heads:
         raise ValueError(
