@@ -4,7 +4,7 @@
 creates the run directory, then trains with AdamW and a warm-up + cosine/linear/constant schedule
 (transformers' ``get_scheduler``), evaluates each epoch (or every ``eval_every`` steps), tracks the
 best weights, and writes per-step metrics to JSONL. A stop request (SIGINT/SIGTERM or a ``STOP``
-file in the run directory) finishes the current step, saves and marks the run ``stopped``;
+file in the run directory) finishes the current step, evaluates, saves and marks the run ``stopped``;
 ``resume`` continues from the saved step. A NaN/inf loss or any exception marks the run ``failed``
 with the reason, and so does a loss that diverges (``DIVERGENCE_FACTOR`` times the first step's).
 Weight and checkpoint files: ``runs``.
@@ -523,14 +523,13 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                         run.mark_alive()
                     tick, seen = time.time(), 0
 
-                # -- a stop request (signal or STOP file) ends the run after this step
-                if stop and state.step < total_steps:
-                    stopped = True
-                    break
+                # -- a stop request (signal or STOP file) ends the run after this step and one last
+                # evaluation, so a stopped run has a result to plot and compare
+                stopping = bool(stop) and state.step < total_steps
 
                 # -- evaluate at each epoch's end (or every eval_every steps) and keep the best weights
                 every = config.eval_every or steps_per_epoch
-                if state.step % every == 0 or state.step == total_steps:
+                if stopping or state.step % every == 0 or state.step == total_steps:
                     losses.check(state)
                     metrics = evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
@@ -541,6 +540,9 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                         if is_main:
                             save_weights(unwrapped, run.best_dir)
                     tick, seen = time.time(), 0
+                if stopping:
+                    stopped = True
+                    break
 
                 # -- checkpoint every checkpoint_every steps (the last one is taken below)
                 if config.checkpoint_every and state.step % config.checkpoint_every == 0 and state.step < total_steps:
@@ -564,7 +566,7 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
         status=RunStatus.STOPPED if stopped else RunStatus.COMPLETED,
         reason="stop requested" if stopped else None,
         step=state.step,
-        final_metrics=None if stopped or not state.history else state.history[-1],
+        final_metrics=state.history[-1] if state.history else None,
         best_metrics=state.best_metrics,
         wall_time_s=time.time() - started,
         peak_memory_mb=peak_memory_mb(acc.device),

@@ -174,6 +174,9 @@ def test_stop_file_then_resume_continues_from_the_saved_step(tmp_path):
     stopped = run.summary()
     assert stopped.status == "stopped" and stopped.reason == "stop requested"
     assert 0 < stopped.step < 80
+    evals = [r for r in run.metrics() if "eval_accuracy" in r]
+    assert [r["step"] for r in evals] == [stopped.step]  # one last evaluation at the stop: a result to plot
+    assert stopped.best == stopped.final_metrics["accuracy"] == evals[0]["eval_accuracy"]
     assert (run.adapter_dir / "surm_model.safetensors").exists()  # a usable adapter was saved
     assert run.stop_file.exists()  # resuming removes it: the stop was asked of the earlier trainer
 
