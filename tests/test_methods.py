@@ -286,3 +286,78 @@ def test_the_mode_rule_is_said_once_in_the_registry():
     )
     prepared = prepare("adapter", tiny_bert(), head=["classifier"], hyper={"bottleneck": 2})
     assert prepared.method == "houlsby"  # runs record the registry name, whatever name asked for it
+
+
+# -- PEFT's structured and multiplicative methods ----------------------------------------------------------
+
+BERT_QV = [f"bert.encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")]
+
+
+def peft_configs():
+    """PEFT's own configs, written here independently of the lab's builders: method -> (knob, values, config)."""
+    import peft
+
+    return {
+        "shira": ("r", [1, 4, 7], lambda v, t: peft.ShiraConfig(r=v, random_seed=0, target_modules=t)),
+        "miss": ("r", [1, 5, 48], lambda v, t: peft.MissConfig(r=v, target_modules=t)),
+        "gralora": ("r", [2, 8], lambda v, t: peft.GraloraConfig(r=v, gralora_k=2, target_modules=t)),
+        "fourierft": ("n_frequency", [1, 300], lambda v, t: peft.FourierFTConfig(n_frequency=v, target_modules=t)),
+        "vera": ("r", [1, 64, 700], lambda v, t: peft.VeraConfig(r=v, target_modules=t)),
+        "oft": ("oft_block_size", [2, 8, 48], lambda v, t: peft.OFTConfig(r=0, oft_block_size=v, target_modules=t)),
+        "boft": ("boft_block_size", [2, 16], lambda v, t: peft.BOFTConfig(boft_block_size=v, target_modules=t)),
+        "hra": ("r", [2, 10], lambda v, t: peft.HRAConfig(r=v, target_modules=t)),
+    }
+
+
+@pytest.mark.parametrize("method", sorted(peft_configs()))
+def test_structured_peft_counts_equal_what_peft_trains(method):
+    """Oracle: the trainable count PEFT reports for its own module, built here from PEFT's config, equals
+    the lab's count formula and what the lab's builder trains, for several knob values (on 4 BERT layers)."""
+    from peft import get_peft_model
+
+    from surmlab.budget import Target
+    from surmlab.methods import peft_structured
+
+    knob_name, values, config = peft_configs()[method]
+    shapes = [Target(n, 48, 48) for n in BERT_QV]
+    knob = getattr(peft_structured, f"{method}_knob")(*((shapes, 2) if method == "gralora" else (shapes,)))
+    assert knob.name == knob_name
+    for value in values:
+        theirs = get_peft_model(tiny_bert(), config(value, BERT_QV)).get_nb_trainable_parameters()[0]
+        ours = prepare(method, tiny_bert(), head=["classifier"], hyper={knob_name: value})
+        assert knob.total(shapes, value) == theirs == ours.method_params, (method, value)
+        assert ours.hyper[knob_name] == value
+
+
+@pytest.mark.parametrize("method", sorted(peft_configs()))
+def test_structured_peft_budget_takes_the_largest_setting_that_fits(method):
+    """On ViT's fused qkv (192 x 64, two layers) the solved knob's count is at most the budget, and the
+    next feasible setting would exceed it."""
+    from surmlab.budget import Target
+    from surmlab.methods import peft_structured
+
+    prepared = prepare(method, tiny_vit(), head=["head"], budget=BUDGET)
+    shapes = [Target(f"blocks.{i}.attn.qkv", 192, 64) for i in range(2)]
+    args = (shapes, 2) if method == "gralora" else (shapes,)
+    knob = getattr(peft_structured, f"{method}_knob")(*args)
+    value = prepared.hyper[knob.name]
+    assert prepared.method_params == knob.total(shapes, value) <= BUDGET
+    later = [v for v in knob.values if v > value]
+    assert not later or knob.total(shapes, later[0]) > BUDGET
+
+
+def test_structured_peft_bad_budgets_and_knobs_name_the_feasible_values():
+    with pytest.raises(BudgetError, match=r"infeasible for hra: .* feasible counts are 256, 512, 768, \.\.\., 8,192 "
+                       r"\(r = 2, 4, 6, \.\.\., 64\)"):  # fmt: skip
+        prepare("hra", tiny_vit(), head=["head"], budget=100)
+    with pytest.raises(BudgetError, match=r"infeasible for oft: .*feasible counts are 64, 192, 448, 960, 1,984, 4,032 "
+                       r"\(oft_block_size = 2, 4, 8, 16, 32, 64\)"):  # fmt: skip
+        prepare("oft", tiny_vit(), head=["head"], budget=10_000)
+    with pytest.raises(
+        ValueError, match=r"oft oft_block_size must be one of 2, 4, 8, 16, 32, 64 on these layers, got 6"
+    ):
+        prepare("oft", tiny_vit(), head=["head"], hyper={"oft_block_size": 6})
+    with pytest.raises(ValueError, match=r"gralora_k must divide every layer \(192x64\): one of \[1, 2, .*64\], got 3"):
+        prepare("gralora", tiny_vit(), head=["head"], hyper={"r": 6, "gralora_k": 3})
+    with pytest.raises(ValueError, match=r"gralora r must be one of 4, 8, 12, \.\.\., 64 on these layers, got 6"):
+        prepare("gralora", tiny_vit(), head=["head"], hyper={"r": 6, "gralora_k": 4})

@@ -5,7 +5,7 @@ Importing this package registers the built-in methods; ``METHODS`` lists them by
 selective methods and full fine-tuning. ``register_method`` adds another (see ``registry``).
 """
 
-from . import adapter, peft_baselines, selective, surm  # noqa: F401  (importing registers the methods)
+from . import adapter, peft_baselines, peft_structured, selective, surm  # noqa: F401  (importing registers the methods)
 from .adapter import HoulsbyAdapter
 from .peft_baselines import lokr_count
 from .prepare import Prepared, head_parameter_names, prepare
