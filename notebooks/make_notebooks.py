@@ -4,7 +4,8 @@ and execute each lesson source notebooks/lessons/NN_*.py (jupytext percent forma
 Run ``python notebooks/make_notebooks.py`` after changing an experiment's parameters (its ``Params``
 fields) or its docstring. Figures live in each experiment module's ``figures(table, out_dir)``, which the
 last cell shows (``surmlab.display.show``: each plotly figure with a static PNG beside it): the notebooks
-stay thin (parameters, the values used, one ``run`` call, figures).
+stay thin (parameters, the values used, one ``run`` call, the result in words from the experiment's
+``summarize(table)``, figures).
 
 The lessons are committed executed, so that they read on GitHub before anyone runs them: run
 ``python notebooks/make_notebooks.py --lessons`` after editing one (a few minutes on a CPU). The stored
@@ -27,7 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from surmlab.experiments import common, get, names  # noqa: E402
 
-SETUP = """from surmlab.display import parameters, provenance, quiet, show
+SETUP = """from surmlab.display import parameters, provenance, quiet, say, show
 
 quiet()  # before the lab's imports: no progress-widget warnings, floats as 0.768 rather than 7.68e-01
 from surmlab.experiments import common
@@ -39,6 +40,8 @@ parameters(common.resolve(experiment.PROFILES, profile, knobs), experiment.PROFI
 
 RUN = """table = experiment.run(profile=profile, out_dir=out_dir, **knobs)
 table.head(20)"""
+
+SUMMARY = """say(experiment.summarize(table))  # what the numbers above show, in words"""
 
 FIGURES = """for figure in experiment.figures(table, out_dir):
     show(figure)  # interactive where plotly's extension runs, a PNG everywhere else"""
@@ -60,6 +63,7 @@ def notebook(name: str) -> nbformat.NotebookNode:
         new_code_cell(params, metadata={"tags": ["parameters"]}),
         new_code_cell(SETUP.format(name=name, knobs=", ".join(f"{k}={k}" for k in knobs))),
         new_code_cell(RUN),
+        new_code_cell(SUMMARY),
         new_code_cell(FIGURES),
     ]
     for index, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes nothing

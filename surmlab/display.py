@@ -4,8 +4,8 @@ GitHub, nbconvert's HTML and any viewer without plotly's extension drop ``applic
 (GitHub strips plotly's JavaScript), so a figure stored only that way is blank there. ``show(fig)`` emits
 one display with both the interactive figure and a PNG rendered by kaleido (which drives an installed
 Chrome or Chromium); JupyterLab and the exports each pick the richest one they can draw. ``quiet()``
-keeps warnings about progress-bar widgets out of stored outputs, and ``parameters(...)`` is the table of
-the values a run actually used.
+keeps warnings about progress-bar widgets out of stored outputs, ``parameters(...)`` is the table of
+the values a run actually used and ``say(text)`` shows an experiment's result in words as a paragraph.
 """
 
 from __future__ import annotations
@@ -81,6 +81,13 @@ def show(obj: Any) -> None:
         display(bundle(obj), raw=True)
     else:
         display(obj)
+
+
+def say(text: str) -> None:
+    """``text`` (an experiment's ``summarize``) as Markdown: a paragraph in every viewer, plain text in a console."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))
 
 
 def number(x: float) -> str:

@@ -306,3 +306,83 @@ def test_every_training_option_of_an_image_grid_reaches_its_cells():
     for name in shared - {"backbone"}:
         assert config[name] == getattr(p, name), name
     assert config["shots_per_class"] == 1 and config["backbone"] == p.backbone
+
+
+# -- the result in words (each experiment's summarize), on the committed records of real cpu runs ----------
+
+RECORDS = Path(__file__).resolve().parents[1] / "docs" / "results" / "cpu"
+
+
+def record(name: str) -> pd.DataFrame:
+    return pd.DataFrame(json.loads((RECORDS / f"{name}.json").read_text())["rows"])
+
+
+def test_every_experiment_says_its_result_in_words():
+    assert all(callable(getattr(get(name), "summarize", None)) for name in names())
+
+
+def test_study_words_name_each_tasks_winner_and_the_paired_differences():
+    table = record("glue_adapters")
+    text = glue_adapters.summarize(table)
+    for task, part in table.groupby("task"):
+        top = part.loc[part["mean"].idxmax()]  # the oracle: the highest mean, found here
+        assert f"**{task}**: {top.method} has the highest mean {top.metric}, {top['mean']:.3f}" in text
+    real = table[table.distinguishable.fillna(False).astype(bool)]
+    assert f"Of {table.vs_baseline.notna().sum()} paired comparisons with lora, {len(real)} are distinguishable" in text
+    for row in real.itertuples():
+        side = "above" if row.vs_baseline > 0 else "below"
+        assert f"{row.method} {side} it by {abs(row.vs_baseline):.3f} (interval [{row.vs_low:+.3f}" in text
+    assert "surm-circulant above it by 0.091" in text and "surm-circulant below it by 0.006" in text  # the README's
+    # the same record with the STS-B means of the Houlsby and SURM adapters swapped: the words follow the numbers
+    stsb = table.task == "glue/stsb"
+    a, s = stsb & (table.method == "adapter"), stsb & (table.method == "surm-circulant")
+    swapped = table.copy()
+    swapped.loc[a, "mean"], swapped.loc[s, "mean"] = table.loc[s, "mean"].item(), table.loc[a, "mean"].item()
+    assert "**glue/stsb**: surm-circulant has the highest mean spearman, 0.810" in glue_adapters.summarize(swapped)
+
+
+def test_study_words_say_when_nothing_is_distinguishable():
+    table = record("low_resource")
+    text = low_resource.summarize(table)
+    assert "**1shot**: surm-toeplitz has the highest mean accuracy, 0.417" in text
+    assert "none is distinguishable from lora (surm-toeplitz, surm-circulant and linear-probe)" in text
+    assert "linear-probe below it by 0.135 (interval [-0.190, -0.080], p = 0.01)" in text
+
+
+def test_tour_words_follow_the_fine_tune_and_the_fast_product_check():
+    table = record("tour")
+    text = tour.summarize(table)
+    assert "surm-circulant (9,216 parameters) beats LoRA (9,216) in accuracy: 0.768 against 0.761 (+0.007)" in text
+    assert text.startswith("Every family's fast product equals") and "7 of 10 families are full rank" in text
+    swapped, tuned = table.copy(), table.section == "finetune"
+    swapped.loc[tuned, "value"] = table.loc[tuned, "value"].to_numpy()[::-1]
+    swapped.loc[0, "value"] = 0.5  # a fast product that is wrong
+    text = tour.summarize(swapped)
+    assert "trails LoRA (9,216) in accuracy: 0.761 against 0.768 (-0.007)" in text
+    assert (text.startswith("Not every family's fast product") and "0.5" in text) or "5e-01" in text
+
+
+def test_approximation_words_name_the_best_fit_per_target():
+    table = record("approximation")
+    text = approximation.summarize(table)
+    psd = table[table.target == "psd"].groupby("family")["error"].mean()
+    assert f"on psd targets {psd.idxmin()} fits best ({psd.min():.3f}, low rank {psd['lowrank']:.3f})" in text
+    assert "in 95% of 220 points" in text and "On weight_update targets low rank fits best (0.678" in text
+    relabelled = table.assign(family=table.family.replace({"lowrank": "ldr", "ldr": "lowrank"}))
+    assert "on psd targets low rank fits best (0.630" in approximation.summarize(relabelled)
+
+
+def test_pinwheel_speed_and_weight_words_quote_their_tables():
+    text = pinwheel.summarize(record("pinwheel"))
+    assert (
+        "frozen, symmetric_toeplitz ends at the lowest mean training loss, 0.0018 (2.5x below low rank's 0.0045)"
+        in text
+    )
+    text = speed.summarize(record("speed"))
+    assert "cost 1.01x-1.03x LoRA's time (surm-kronecker fastest, surm-ldr slowest)" in text
+    assert "Full fine-tuning: 1.30x LoRA's step, 1.24x its memory" in text
+    table = record("weight_analysis")
+    text = weight_analysis.summarize(table)
+    assert "The highest accuracy of the budgeted methods is lora's, 0.796 (full fine-tuning: 0.814)" in text
+    swapped = table.assign(method=table.method.replace({"lora": "surm-circulant", "surm-circulant": "lora"}))
+    assert "is surm-circulant's, 0.796" in weight_analysis.summarize(swapped)

@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 from notebook_checks import report_problems
 
-from surmlab.experiments import names
+from surmlab.experiments import get, names
 from surmlab.reproduce import main, reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -40,6 +41,9 @@ def test_notebook_runs_in_the_smoke_profile(tmp_path, name, monkeypatch):
     assert report_problems(executed) == []  # every figure also as a PNG; no errors, warnings, stderr or bars
     figures = [o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert figures, "every experiment shows at least one figure"
+    said = [o for c in executed.cells for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    table = get(name).summarize(pd.read_csv(folder / f"{name}.csv"))  # the result in words, from its table
+    assert len(said) == 1 and said[0]["data"]["text/markdown"] == table
     result = json.loads((folder / f"{name}.json").read_text())
     assert result["rows"] and result["profile"] == "smoke" and result["command"].startswith("surmlab reproduce")
     assert (folder / f"{name}.csv").stat().st_size > 0

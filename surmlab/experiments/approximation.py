@@ -25,7 +25,7 @@ from ..models import load_backbone
 from ..runs import RunDir, load_weights
 from ..structures import FAMILIES as STRUCTURES
 from ..structures import make
-from . import common
+from . import common, words
 
 NAME = "approximation"
 # The paper's families in its order, then any other registered family.
@@ -274,3 +274,35 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
                     title="Relative Frobenius error vs parameter count (mean and std over trials)"),
         ordering(table, "psd"),
     ]  # fmt: skip
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """Per target: the family with the lowest mean error, and how often structure beats low rank."""
+    sentences = []
+    for target, part in table.groupby("target", sort=False):
+        errors = part.groupby("family")["error"].mean().sort_values()
+        surm = part[part.family != "lowrank"]
+        structured = errors.drop("lowrank", errors="ignore")
+        if errors.index[0] == "lowrank" and len(structured):
+            runner = f"{structured.index[0]} {words.num(structured.iloc[0])}"
+            best = f"low rank fits best ({words.num(errors.iloc[0])}; {runner})"
+        else:
+            low = f", low rank {words.num(errors['lowrank'])}" if "lowrank" in errors else ""
+            best = f"{errors.index[0]} fits best ({words.num(errors.iloc[0])}{low})"
+        sentences.append(
+            f"On {target} targets {best}; structured fits beat low rank at equal or fewer parameters in "
+            f"{surm.beats_lowrank.mean():.0%} of {len(surm)} points."
+        )
+    sentences[0] = (
+        "Mean relative error over the parameter counts each family reaches: "
+        + sentences[0][0].lower()
+        + sentences[0][1:]
+    )
+    agree = table.agree.dropna()
+    if len(agree):
+        sentences.append(
+            f"Gradient descent matches the closed-form fit in {agree.mean():.0%} of the {len(agree)} points that "
+            "have one. The figure draws error against parameter count per target: a family below the low-rank "
+            "line fits better at that count."
+        )
+    return " ".join(sentences)

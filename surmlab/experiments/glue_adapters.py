@@ -21,7 +21,7 @@ from ..models import load_backbone
 from ..study import StudySpec, check_budgets
 from ..study import figures as study_figures
 from ..study.table import scores
-from . import common
+from . import common, words
 
 NAME = "glue_adapters"
 BASELINES = ("houlsby", "lora")
@@ -125,3 +125,8 @@ def paper_table(table: pd.DataFrame) -> pd.DataFrame:
     """Methods x tasks: mean ± half-width of the 95% interval over seeds, and the parameter columns."""
     params = table.groupby("method", sort=False)[["method_params", "reduction_vs_houlsby"]].first()
     return params.join(scores(table, rows=["method"])).sort_values("method_params")
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """The study summary in words: the best mean per group and the paired differences from the baseline."""
+    return words.study_paragraph(table, common.baseline(table.method.unique()), by=["task"])

@@ -20,7 +20,7 @@ from ..data import SPECS
 from ..study import StudySpec, check_budgets
 from ..study import figures as study_figures
 from ..study.table import scores
-from . import common
+from . import common, words
 
 NAME = "image_classification"
 SURM = ("surm-circulant", "surm-toeplitz", "surm-symmetric_toeplitz", "surm-kronecker", "surm-ldr")
@@ -116,3 +116,8 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
     if table.budget[table.budget.astype(str) != ""].nunique() > 1:
         shown += [study_figures.tradeoff(part, title=task) for task, part in table.groupby("task")]
     return [*shown, scores(table)]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """The study summary in words: the best mean per group and the paired differences from the baseline."""
+    return words.study_paragraph(table, common.baseline(table.method.unique()), by=["task", "budget"])

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..study import figures as study_figures
 from ..study.table import scores
-from . import common, image_classification
+from . import common, image_classification, words
 from .image_classification import SURM, VIT_B_BUDGET, Grid
 
 NAME = "low_resource"
@@ -62,3 +62,8 @@ def run(p: Params, out: Path) -> pd.DataFrame:
 def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
     """Mean accuracy per method with its interval, one panel per setting, and methods x settings."""
     return [study_figures.bars(table, facet="setting"), scores(table, columns=["task", "setting"])]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """The study summary in words: the best mean per group and the paired differences from the baseline."""
+    return words.study_paragraph(table, common.baseline(table.method.unique()), by=["task", "setting"])

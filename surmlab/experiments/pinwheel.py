@@ -22,7 +22,7 @@ from .. import plots
 from ..budget import BudgetError, Target, solve
 from ..fileio import atomic_write
 from ..structures import FAMILIES, make
-from . import common
+from . import common, words
 
 NAME = "pinwheel"
 # The paper's families in its order, then any other registered family.
@@ -154,3 +154,27 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
     """Mean training loss per step (from the run's curve file), and the runs."""
     return [plots.loss_curves(curves(out_dir or Path("results") / NAME), facet="bottom"), table]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """Per bottom-layer setting: the lowest mean final loss, its ratio to low rank's, training accuracy."""
+    sentences = []
+    for bottom, part in table.groupby("bottom", sort=False):
+        loss = part.groupby("method")["final_loss"].mean().sort_values()
+        best = loss.index[0]
+        text = f"With the bottom layer {bottom}, {best} ends at the lowest mean training loss, {loss.iloc[0]:.2g}"
+        if "lowrank" in loss and best != "lowrank":
+            text += f" ({loss['lowrank'] / loss.iloc[0]:.1f}x below low rank's {loss['lowrank']:.2g})"
+        elif best == "lowrank" and len(loss) > 1:
+            text += f" (the best structured update, {loss.index[1]}, ends at {loss.iloc[1]:.2g})"
+        acc = part.train_accuracy
+        sentences.append(
+            f"{text}; training accuracy {words.span(acc.min(), acc.max(), '.1%')} across methods and seeds."
+        )
+    seeds = table.seed.nunique()
+    count = words.span(table.update_params.min(), table.update_params.max(), "d")
+    sentences.append(
+        f"Means over {seeds} seed{'s' if seeds > 1 else ''} at {count} update parameters; the figure shows the "
+        "mean loss per step."
+    )
+    return " ".join(sentences)

@@ -28,7 +28,7 @@ from ..methods import Prepared, method_info, prepare
 from ..models import Backbone, load_backbone
 from ..provenance import environment as machine_environment
 from ..timing import memory_method, no_grad_call, paired_ratio, peak_memory, randomize_updates, ratio, time_interleaved
-from . import common
+from . import common, words
 
 NAME = "speed"
 SURM_FOUR = ("surm-circulant", "surm-toeplitz", "surm-kronecker", "surm-ldr")
@@ -170,3 +170,24 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
         plots.bars(table, "method", "infer_merged_ms", "method", title="Merged inference latency (ms)"),
         table,
     ]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """Training-step time, peak memory and merged inference against LoRA's, measured in the same rounds."""
+    others = table[table.method != "lora"].set_index("method")
+    surm = others[[method_info(m).structure is not None for m in others.index]]
+    shown = surm if len(surm) else others
+    slow, fast = shown.step_vs_lora.idxmax(), shown.step_vs_lora.idxmin()
+    step = words.span(shown.step_vs_lora.min(), shown.step_vs_lora.max(), ".2f", "x")
+    peak = words.span(shown.step_peak_vs_lora.min(), shown.step_peak_vs_lora.max(), ".2f", "x")
+    merged = words.span(shown.infer_merged_vs_lora.min(), shown.infer_merged_vs_lora.max(), ".2f", "x")
+    text = (
+        f"Per training step the {'structured updates' if len(surm) else 'methods'} cost {step} LoRA's time "
+        f"({fast} fastest, {slow} slowest) and {peak} its peak memory; merged, they infer at {merged} LoRA's "
+        "merged latency (both are then the base model)."
+    )
+    if "full" in others.index:
+        full = others.loc["full"]
+        text += f" Full fine-tuning: {full.step_vs_lora:.2f}x LoRA's step, {full.step_peak_vs_lora:.2f}x its memory."
+    row = table.iloc[0]
+    return text + f" Medians of {row.reps} interleaved rounds on {row.device} ({row.torch_threads} threads)."

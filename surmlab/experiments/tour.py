@@ -25,7 +25,7 @@ from ..config import SurmConfig
 from ..models import load_backbone
 from ..structures import FAMILIES, make
 from ..tuner import plan_for
-from . import common
+from . import common, words
 
 NAME = "tour"
 SHOWN = {
@@ -146,3 +146,26 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
         plots.heatmap_grid(example_matrices(16), title="dense() of each structure (16 x 16)"),
         plots.spectra(example_spectra(64)),
     ]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """The fast-product check and the fine-tune in words."""
+    checks = table[table.section == "fft_check"]
+    worst = checks.loc[checks.value.idxmax()]
+    ranks = checks.note.str.extract(r"on a (?P<shape>\S+) layer; rank (?P<rank>\d+) of (?P<full>\d+)")
+    full = checks.item[ranks["rank"] == ranks["full"]].tolist()
+    exact = worst.value < 1e-6
+    tuned = table[table.section == "finetune"].set_index("item")
+    surm, lora = tuned.iloc[0], tuned.loc["lora"]
+    gap = surm.value - lora.value
+    lead = "matches" if gap == 0 else ("beats" if gap > 0 else "trails")
+    metric = surm.note.split(" after ")[0]
+    return (
+        f"{'Every' if exact else 'Not every'} family's fast product equals multiplying by its dense matrix: the "
+        f"largest difference is {worst.value:.0e} ({worst['item']}){', rounding' if exact else ''}. "
+        f"{len(full)} of {len(checks)} families are full rank on the {ranks['shape'].iloc[0]} layer "
+        f"({words.listing(full)}). Fine-tuned at the same budget, {tuned.index[0]} ({surm.params:,} parameters) "
+        f"{lead} LoRA ({lora.params:,}) in {metric}: {words.num(surm.value)} against {words.num(lora.value)} "
+        f"({words.signed(gap)}); one seed, so a difference of a point or two is noise, not a ranking (the studies "
+        "and lesson 3 rank methods over seeds)."
+    )

@@ -16,7 +16,7 @@ from .. import plots
 from ..runs import RunStatus, list_runs
 from ..study import StudySpec, check_budgets
 from ..study import figures as study_figures
-from . import common
+from . import common, words
 
 NAME = "tradeoff"
 
@@ -99,3 +99,24 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
     if "mean" in table:
         return [study_figures.tradeoff(table), table]
     return [plots.tradeoff(table, group=["backbone", "task"]), table]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """A sweep: the best mean per budget, the paired differences from the baseline and the frontier.
+    Read runs: the best score per backbone and task, and the frontier."""
+    if "mean" in table:
+        on = table[table.on_frontier].sort_values("method_params")
+        frontier = words.listing([f"{r.method} ({r.method_params:,})" for r in on.itertuples()])
+        baseline = common.baseline(table.method.unique())
+        paragraph = words.study_paragraph(table, baseline, by=["task", "budget"])
+        return f"{paragraph} The frontier through the means: {frontier}."
+    sentences = []
+    for (backbone, task), part in table.groupby(["backbone", "task"], sort=False):
+        top = part.loc[part.best.idxmax()]
+        on = part[part.on_frontier].sort_values("trainable_params")
+        sentences.append(
+            f"On {backbone} / {task} the best of {len(part)} runs is {top.method} ({words.num(top.best)} with "
+            f"{top.trainable_params:,} trainable); the frontier runs through "
+            f"{words.listing([f'{r.method} ({r.trainable_params:,})' for r in on.itertuples()])}."
+        )
+    return " ".join(sentences) + " One run per point: a point's height is one draw, not a mean."

@@ -26,7 +26,7 @@ from ..data import load_task, make_collate
 from ..methods import method_info, preset_targets
 from ..models import Backbone, load_backbone, mean_pool
 from ..predict import load_run
-from . import common
+from . import common, words
 
 NAME = "weight_analysis"
 POOLINGS = ("mean", "cls")
@@ -196,3 +196,22 @@ def figures(table: pd.DataFrame, out_dir: str | Path | None = None) -> list:
         plots.bars(table, "method", "cka_vs_full", "method", title="Linear CKA with the fully fine-tuned model"),
         paper_table(table),
     ]
+
+
+def summarize(table: pd.DataFrame) -> str:
+    """How far each method moved the weights, how alike its representations are, and its score."""
+    t = paper_table(table)
+    budgeted = t.drop(index="full", errors="ignore")
+    far, near = budgeted.one_minus_cos_mean.idxmax(), budgeted.one_minus_cos_mean.idxmin()
+    close = budgeted.cka_vs_full.idxmax()
+    best = budgeted.final.idxmax()
+    metric = table.metric.iloc[0]
+    text = (
+        f"{far} moves the adapted weights furthest (mean 1 - cos {words.num(budgeted.one_minus_cos_mean[far], 4)}) "
+        f"and {near} least ({words.num(budgeted.one_minus_cos_mean[near], 4)}); {close} represents the eval set "
+        f"most like full fine-tuning (linear CKA {words.num(budgeted.cka_vs_full[close])}). "
+        f"The highest {metric} of the budgeted methods is {best}'s, {words.num(budgeted.final[best])}"
+    )
+    if "full" in t.index:
+        text += f" (full fine-tuning: {words.num(t.final['full'])})"
+    return text + "; one seed each, so score differences of a point or two are noise."
