@@ -73,7 +73,12 @@ def _targets(values: list[str] | None) -> list[str] | str | None:
 
 # Fields whose command-line text is not yet their value. They are converted after parsing, so that a bad
 # value gets main's one-line error (e.g. "--hyper ... is not JSON") rather than argparse's usage message.
-CONVERTERS: dict[str, Callable[[Any], Any]] = {"hyper": _hyper, "targets": _targets}
+def _budget(text: str | None) -> int | str | None:
+    """A plain count is a number (``--budget 50000`` trains what ``budget=50000`` trains, and says so)."""
+    return int(text) if isinstance(text, str) and text.isdigit() else text
+
+
+CONVERTERS: dict[str, Callable[[Any], Any]] = {"hyper": _hyper, "targets": _targets, "budget": _budget}
 
 
 def _known_names() -> dict[str, str]:
