@@ -18,11 +18,12 @@ import pandas as pd
 from .app import add_arguments as add_app_arguments  # cheap: gradio loads only when the app is built
 from .bench import main as bench_main
 from .data import USER_FORMS, list_tasks
+from .lm.data import NAMED as LM_TASKS
 from .methods import METHODS
 from .models import list_backbones, load_backbone
 from .predict import predict
 from .reproduce import main as reproduce_main
-from .runs import RunSummary, list_runs
+from .runs import RunDir, RunSummary, list_runs
 from .study.cli import add_study_arguments, cmd_study, json_object
 from .train import TrainingFailed, build_method, train
 from .train_config import TrainConfig
@@ -85,7 +86,7 @@ def _known_names() -> dict[str, str]:
     """What the help of the free-text fields lists: the registries' names (other forms work too)."""
     return {
         "backbone": f"{', '.join(list_backbones())}, or any timm or Hugging Face name",
-        "task": f"{', '.join(list_tasks())}, or {', '.join(USER_FORMS)}",
+        "task": f"{', '.join(list_tasks())}, or {', '.join(USER_FORMS)}; decoders: {', '.join(LM_TASKS)}, or instruct:<path>",
         "method": ", ".join(METHODS),
     }
 
@@ -221,9 +222,33 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if RunDir(args.run).config_file.exists() and RunDir(args.run).config().task.modality == "lm":
+        from .lm.generate import GenerationOptions
+        from .lm.predict import generate_from_run
+
+        options = GenerationOptions(args.max_new_tokens, args.sample, args.temperature, args.top_p, args.top_k, args.seed)
+        for reply in generate_from_run(args.run, args.inputs, options, merged=args.merged, best=args.best):
+            print(reply.text)
+        return 0
 
     for item, label, score in predict(args.run, args.inputs, best=args.best):
         print(f"{label}\t{score:.3f}\t{item}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    print(evaluate_run(args.run, args.split, best=args.best, max_examples=args.max_examples).describe())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .run_export import export_run
+
+    done = export_run(args.run, args.dest, best=args.best, kinds=tuple(args.kinds))
+    print(done.describe())
+    print("\n".join(done.files))
     return 0
 
 
@@ -275,11 +300,35 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--runs-dir", dest="runs_dir", default="runs")
     runs.set_defaults(func=cmd_runs)
 
-    predict = sub.add_parser("predict", help="classify texts or image files with a trained run")
+    predict = sub.add_parser("predict", help="classify texts or image files, or generate replies, with a trained run")
     predict.add_argument("run", help="a run directory")
-    predict.add_argument("inputs", nargs="+", help="texts (text backbones) or image paths")
+    predict.add_argument("inputs", nargs="+", help="texts (text backbones), image paths, or prompts (decoder runs)")
     predict.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
+    replies = predict.add_argument_group("decoder runs: generation")
+    replies.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64, help="reply length limit")
+    replies.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    replies.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (> 0)")
+    replies.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]")
+    replies.add_argument("--top-k", dest="top_k", type=int, default=0, help="sample among the k likeliest (0: off)")
+    replies.add_argument("--seed", type=int, default=0, help="sampling seed")
+    replies.add_argument("--merged", action="store_true", help="fold the update into the weights first")
     predict.set_defaults(func=cmd_predict)
+
+    evaluate = sub.add_parser("evaluate", help="score a trained run on its task's eval or train split")
+    evaluate.add_argument("run", help="a run directory")
+    evaluate.add_argument("--split", choices=("eval", "train"), default="eval", help="which split (default: eval)")
+    evaluate.add_argument("--best", action="store_true", help="use the best checkpoint, not the last")
+    evaluate.add_argument("--max-examples", dest="max_examples", type=int, help="only the first N rows")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser("export", help="a run's adapter, merged model and PEFT LoRA adapter in one folder")
+    export.add_argument("run", help="a run directory")
+    export.add_argument("dest", help="a new (or empty) folder")
+    export.add_argument("--best", action="store_true", help="export the best checkpoint, not the last")
+    export.add_argument(
+        "--kinds", nargs="+", choices=("adapter", "merged", "lora"), default=["adapter", "merged", "lora"]
+    )
+    export.set_defaults(func=cmd_export)
 
     app = sub.add_parser("app", help="the lab in the browser (Gradio), on 127.0.0.1:7860 unless told otherwise")
     add_app_arguments(app)
