@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from surmlab.app import _is_loopback, parse_auth
-from surmlab.app.handlers import Form, Lab, display_table, log_every, status_html
+from surmlab.app.handlers import ALL_RUNS, Form, Lab, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
-from surmlab.app.plots import structure
+from surmlab.app.plots import DOMINATED, colour, structure
 from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode, takes_targets
 from surmlab.app.watch import MetricsCache, progress
 from surmlab.runs import RunDir, RunStatus, RunSummary, list_runs
@@ -173,6 +173,69 @@ def test_jobs_queue_stop_reattach_and_failures(tmp_path):
     assert done_d.status == "failed" and done_d.run_dir is None and "unknown backbone" in done_d.reason
     table = list_runs(tmp_path)
     assert sorted(table["status"]) == ["completed", "failed", "stopped"]
+    # the run table lists D too, a job that failed before it had a folder, with its reason
+    shown = Lab(tmp_path, jobs=second).tick(None, ALL_RUNS).table
+    failed = shown[shown["run"].str.contains(d.id)]
+    assert list(failed["status"]) == ["failed"] and "unknown backbone" in failed["reason"].iloc[0]
+    second.close()
+
+
+def test_stop_evaluates_then_lands_on_the_plot_and_resume_finishes(tmp_path):
+    """Stop: the page says STOPPING (no "remaining ~0:00"), the run evaluates once more and lands on
+    the trade-off plot as a stopped run; Resume continues it from its checkpoint to the end."""
+    lab = Lab(tmp_path)
+    job = lab.jobs.submit(TrainConfig(**{**SMALL, "epochs": 40, "checkpoint_every": 0}))  # 160 steps
+    run = wait_for(lambda: (lab.jobs.poll(), lab.jobs.snapshot().current.run_dir)[1], what="the run folder")
+    wait_for(lambda: any("loss" in r for r in RunDir(run).metrics()), what="a first step")
+    assert "Stop requested" in lab.stop(job.id)
+    html = lab.live(lab.jobs.snapshot().current)[0]
+    assert 'data-status="stopping"' in html and "remaining" not in html and "last evaluation" in html
+    wait_for(lambda: (lab.jobs.poll(), lab.jobs.find(job.id).status == "stopped")[1], what="the stop")
+    summary = RunDir(run).summary()
+    evals = [r for r in RunDir(run).metrics() if "eval_accuracy" in r]
+    assert summary.step < 160 and evals[-1]["step"] == summary.step  # a last evaluation, at the stop
+    tick = lab.tick(None)
+    points = [t for t in tick.tradeoff.data if t.mode == "markers"]
+    assert [list(t.customdata[:, 3]) for t in points] == [["stopped"]]  # on the plot, as a stopped run
+    assert list(points[0].y) == [summary.best] == [max(r["eval_accuracy"] for r in evals)]
+    assert summary.final_metrics["accuracy"] == evals[-1]["eval_accuracy"]
+
+    assert lab.resume("no-such-run").startswith("Choose a stopped")
+    message = lab.resume(Path(run).name)
+    assert message.startswith(("Resumed", "Queued")), message
+    assert "Cannot resume" in lab.resume(Path(run).name)  # queued or running already: not twice
+    wait_for(lambda: (lab.jobs.poll(), RunDir(run).summary().status == "completed")[1], timeout=180, what="resume")
+    wait_for(lambda: (lab.jobs.poll(), lab.jobs.snapshot().current is None)[1], what="the resume job to end")
+    done = RunDir(run).summary()
+    assert done.step == 160 and len(list(tmp_path.glob("2*"))) == 1  # the same folder, to the end
+    steps = [r["step"] for r in RunDir(run).metrics() if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 160  # continued, nothing trained twice
+    assert lab.jobs.snapshot().recent[0].resume and lab.jobs.snapshot().recent[0].status == "completed"
+    lab.jobs.close()
+
+
+def test_jobs_list_names_each_job_and_cancels_one(tmp_path):
+    """Two identical setups queue as two lines that differ (run name and job id); one is cancelled
+    alone; an idle app tells the page to poll slowly."""
+    lab = Lab(tmp_path)
+    assert lab.tick(None).busy is False  # nothing runs: the page slows its polling
+    lab.jobs.submit(TrainConfig(**{**SMALL, "backbone": "no-such-model"}))  # fails at once, keeps the line busy
+    lab.jobs.poll()
+    first = lab.jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
+    second = lab.jobs.submit(TrainConfig(**{**SMALL, "epochs": 200}))
+    titles = dict((i, t) for t, i in lab.job_choices())
+    assert first.id in titles[first.id] and titles[first.id] != titles[second.id]
+    lines = lab.queue_markdown().split("\n")
+    assert len(lines) == len(set(lines))
+    pending = [j.id for j in lab.jobs.snapshot().pending]
+    victim = pending[-1]
+    assert "Removed" in lab.stop(victim)
+    assert victim not in [j.id for j in lab.jobs.snapshot().pending]
+    assert lab.jobs.find(victim).status == "cancelled"
+    lab.jobs.cancel_pending()
+    lab.jobs.stop()
+    wait_for(lambda: (lab.jobs.poll(), lab.jobs.snapshot().current is None)[1], timeout=180, what="the end")
+    lab.jobs.close()
 
 
 def test_a_killed_job_is_marked_failed_and_the_next_one_starts(tmp_path):
@@ -242,9 +305,12 @@ def test_tick_sends_only_what_changed(tmp_path):
     points = [t for t in landed.tradeoff.data if t.mode == "markers"]
     assert sorted(t.name for t in points) == ["lora", "surm-circulant"]
     assert landed.tradeoff.layout.xaxis.type == "log"
-    frontier = [t for t in landed.tradeoff.data if t.mode == "lines"]
-    assert len(frontier) == 1 and list(frontier[0].y) == [0.8]  # lora dominates at the same count
-    assert lab.tick(landed.seen).changed == []
+    colours = {t.name: list(t.marker.color) for t in points}
+    assert colours["surm-circulant"] == [DOMINATED]  # lora beats it at the same count: greyed
+    assert colours["lora"] == [colour("lora")]
+    assert landed.group == "tiny-bert / rotten-tomatoes"  # one backbone/task by default: the newest run's
+    assert landed.tradeoff.layout.yaxis.range[1] <= 1.0  # accuracy's axis ends at 1, not 1.5
+    assert lab.tick(landed.seen, landed.group).changed == []
 
 
 def test_metrics_cache_reads_only_appended_lines(tmp_path):
@@ -326,7 +392,9 @@ def test_download_delete_and_compare(tmp_path):
     figure = lab.compare([run.name, "not-a-run"])
     assert {t.name for t in figure.data} == {run.name}
     assert lab.delete("..") == "Choose a run to delete."
-    assert lab.delete(run.name) == f"Deleted {run.name}." and not run.exists()
+    assert "Confirm delete" in lab.delete(run.name) and run.exists()  # one click deletes nothing
+    assert "Confirm delete" in lab.delete(run.name, confirmed="20250101-000001-b") and run.exists()
+    assert lab.delete(run.name, confirmed=run.name) == f"Deleted {run.name}." and not run.exists()
     assert list(display_table(list_runs(tmp_path))["status"]) == ["completed"]
 
 

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,16 @@ from ..train import TrainConfig
 from . import plots
 from .download import UnsafeFolder, zip_folder
 from .jobs import JobManager, JobRecord
-from .readout import BudgetReadout, Readout, parse_targets, takes_targets
+from .readout import (
+    BudgetReadout,
+    Feasible,
+    Readout,
+    parse_hyper,
+    parse_targets,
+    pinned_hyper,
+    read_budget,
+    takes_targets,
+)
 from .watch import MetricsCache, format_seconds, history_stamp, progress, read_summary, run_stamp
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,40 @@ TABLE_COLUMNS = [
 ]
 
 
+FEASIBLE_COLUMNS = ["method", "at or below", "above", "nearest", "note"]
+STOPPING = "stopping"  # the page's word for a running job asked to stop (it evaluates, saves, then ends)
+
+
+def method_info_or_none(method: str) -> Any:
+    try:
+        return method_info(method)
+    except ValueError:
+        return None
+
+
+def feasible_row(f: Feasible) -> dict[str, Any]:
+    count = lambda n: f"{n:,}" if n is not None else "–"  # noqa: E731
+    note = f.note
+    if not note and f.below == f.budget:
+        note = "exact"
+    elif not note and f.nearest is not None:
+        side = "above" if f.nearest > f.budget else "at or below"
+        note = f"nearest is {side} ({f.nearest - f.budget:+,})"
+    return {"method": f.method, "at or below": count(f.below), "above": count(f.above),
+            "nearest": count(f.nearest), "note": note}  # fmt: skip
+
+
+def config_budget(form: Form) -> str:
+    try:
+        return f"{int(read_budget(form.budget) or 0):,}"
+    except ValueError:
+        return str(form.budget)
+
+
+def pinned_text(hyper: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in hyper.items()) or "no size knob"
+
+
 def device_label() -> str:
     """The accelerator training will use, in words."""
     if torch.cuda.is_available():
@@ -57,6 +100,15 @@ def device_label() -> str:
     if mps is not None and mps.is_available():
         return "GPU: Apple MPS"
     return f"CPU ({os.cpu_count()} cores)"
+
+
+def _float_or(value: Any, name: str, default: float) -> float:
+    if value is None or str(value).strip() == "":
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
 
 
 def _int_or_none(value: Any, name: str, minimum: int = 1) -> int | None:
@@ -96,10 +148,25 @@ class Form:
     max_length: float | None = 64
     batch_size: float | None = 32
     name: str | None = None
+    max_steps: float | None = None
+    eval_every: float | None = 0
+    schedule: str = "cosine"
+    warmup_ratio: float | None = 0.06
+    weight_decay: float | None = 0.0
+    hyper: str | None = None  # "block_size=64": an explicit setting instead of the budget
+    nearest: bool = False  # the budget's nearest count, even above it
+    text_column: str | None = None
+    label_column: str | None = None
+    text_pair_column: str | None = None
 
     def budget_value(self) -> str | None:
-        text = (self.budget or "").strip()
-        return text if text and method_info(self.method).budgeted else None
+        """The budget as the solver reads it (``1e5`` -> ``100000``); raises on ``-5``."""
+        if not method_info(self.method).budgeted or self.hyper_value():
+            return None
+        return read_budget(self.budget)
+
+    def hyper_value(self) -> dict[str, Any]:
+        return parse_hyper(self.hyper)
 
     def mode_value(self) -> str:
         try:
@@ -129,13 +196,23 @@ class Form:
         epochs = _int_or_none(self.epochs, "epochs") or 1
         max_train = _int_or_none(self.max_train, "max train examples")
         batch_size = _int_or_none(self.batch_size, "batch size") or 32
+        column = lambda text: (text or "").strip() or None  # noqa: E731
         return TrainConfig(
             backbone=self.backbone.strip(),
             task=self.task.strip(),
             method=self.method,
             mode=self.mode_value(),
             budget=self.budget_value(),
+            hyper=self.hyper_value(),
             targets=self.targets_value(preset),
+            max_steps=_int_or_none(self.max_steps, "max steps"),
+            eval_every=_int_or_none(self.eval_every, "eval every", minimum=0) or 0,
+            schedule=self.schedule or "cosine",
+            warmup_ratio=_float_or(self.warmup_ratio, "warm-up ratio", 0.06),
+            weight_decay=_float_or(self.weight_decay, "weight decay", 0.0),
+            text_column=column(self.text_column),
+            label_column=column(self.label_column),
+            text_pair_column=column(self.text_pair_column),
             epochs=epochs,
             lr=lr,
             seed=_int_or_none(self.seed, "seed", minimum=0) or 0,
@@ -162,7 +239,36 @@ class Tick:
     tradeoff: Any = None
     groups: list[str] | None = None
     runs: list[str] | None = None
+    group: str | None = None  # the backbone/task chosen for a page that had none
+    jobs: list[tuple[str, str]] | None = None
+    busy: bool | None = None
     changed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class View:
+    """What the trade-off plot shows: a backbone/task (or all), two axes, a text filter on the runs."""
+
+    group: str | None = None
+    x: str = "trainable parameters"
+    y: str = "metric"
+    filter: str = ""
+
+    def select(self, table: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the group whose run, method or mode contain every word of the filter."""
+        table = filter_group(table, self.group)
+        words = self.filter.lower().split()
+        if not words or table.empty:
+            return table
+        text = (table["run"].astype(str) + " " + table["method"].astype(str) + " " + table["mode"].astype(str)).str
+        keep = pd.Series(True, index=table.index)
+        for word in words:
+            keep &= text.lower().str.contains(word, regex=False)
+        return table[keep]
+
+    def title(self) -> str:
+        where = "all backbones / tasks" if self.group in (None, ALL_RUNS) else self.group
+        return f"Trade-off: {self.x} vs {self.y} · {where}"
 
 
 USER_DATA_PREFIXES = ("folder", "csv", "tsv")
@@ -240,6 +346,7 @@ class Lab:
         """The budget readout for the form (never raises)."""
         try:
             check_backbone_path(form.backbone or "", self.data_roots)
+            hyper = form.hyper_value() if method_info_or_none(form.method) else {}
         except ValueError as err:
             return Readout(False, str(err))
         try:
@@ -248,15 +355,32 @@ class Lab:
                 form.task,
                 form.method,
                 form.mode_value(),
-                form.budget_value(),
+                form.budget if not hyper else None,
                 parse_targets(form.targets) if takes_targets(form.method) else None,
+                hyper=hyper,
+                nearest=bool(form.nearest),
             )
         except Exception as err:  # a bug in a lower layer still ends as a message
             log.exception("readout failed")
             return Readout(False, f"{type(err).__name__}: {err}")
 
+    def feasible(self, form: Form, methods: list[str]) -> pd.DataFrame:
+        """For each of ``methods``: the counts next to the form's budget and what "nearest" trains."""
+        rows = []
+        for method in methods:
+            f = Form(**{**form.__dict__, "method": method, "hyper": None})
+            try:
+                targets = parse_targets(f.targets) if takes_targets(method) else None
+                r: Feasible = self.readout.feasible(f.backbone, f.task, method, f.mode_value(), f.budget, targets)
+                rows.append(feasible_row(r))
+            except ValueError as err:
+                rows.append({"method": method, "at or below": "", "above": "", "nearest": "", "note": str(err)})
+        return pd.DataFrame(rows, columns=FEASIBLE_COLUMNS)
+
     def start(self, form: Form, preset: list[str] | None = None) -> str:
-        """Validate the form, then start it or queue it behind the running job."""
+        """Validate the form, then start it or queue it behind the running job. With "nearest" on, the
+        readout's setting is pinned as explicit hyper-parameters (``surmlab train`` solves budgets
+        at or below only), so the run trains the count the readout showed."""
         try:
             config = form.to_config(self.runs_dir, preset)
             check_data_path(config.task, self.data_roots)
@@ -266,22 +390,46 @@ class Lab:
         readout = self.plan(form)
         if not readout.ok:
             return f"**Cannot start:** {readout.message}"
+        note = ""
+        if form.nearest and config.budget is not None:
+            pinned = pinned_hyper(config.method, readout.hyper)
+            config = replace(config, budget=None, hyper=pinned)
+            note = f" (nearest to a budget of {config_budget(form)}: {pinned_text(pinned)})"
         try:
             job = self.jobs.submit(config)
         except Exception as err:
             log.exception("submit failed")
             return f"**Cannot start:** {err}"
+        return self._submitted(job, f" ({readout.trainable:,} trainable parameters){note}")
+
+    def _submitted(self, job: JobRecord, detail: str = "") -> str:
         snap = self.jobs.snapshot()
         if snap.current is not None and snap.current.id == job.id:
-            return f"Started {job.label()} ({readout.trainable:,} trainable parameters)."
+            return f"Started {job.label()}{detail}."
         position = next((i for i, j in enumerate(snap.pending, 1) if j.id == job.id), None)
         if position is not None:
             return f"Queued {job.label()}: position {position}, after the running job."
         done = self.jobs.find(job.id)
         return f"Job {job.label()}: {done.status if done else 'unknown'} — {done.reason if done else ''}"
 
-    def stop(self) -> str:
-        return self.jobs.stop()
+    def resume(self, name: str | None) -> str:
+        """Continue a stopped or interrupted run from its last checkpoint (queued like a new run)."""
+        path = self._run_path(name)
+        if path is None:
+            return "Choose a stopped or interrupted run to resume."
+        try:
+            job = self.jobs.resume(path)
+        except (OSError, ValueError) as err:
+            return f"**Cannot resume:** {err}"
+        return self._submitted(job).replace("Started", "Resumed", 1)
+
+    def stop(self, job_id: str | None = None) -> str:
+        return self.jobs.stop(job_id or None)
+
+    def job_choices(self) -> list[tuple[str, str]]:
+        """(title, id) of the running and queued jobs, for the per-job Stop / Cancel."""
+        snap = self.jobs.snapshot()
+        return [(j.title(), j.id) for j in [*filter(None, [snap.current]), *snap.pending]]
 
     def cancel_queued(self) -> str:
         return self.jobs.cancel_pending()
@@ -294,10 +442,12 @@ class Lab:
             return snap.current
         return snap.recent[0] if snap.recent else None
 
-    def tick(self, seen: dict[str, Any] | None, group: str | None = None) -> Tick:
-        """Everything the page shows that changed since ``seen`` (``None``: a fresh page, send all)."""
+    def tick(self, seen: dict[str, Any] | None, group: str | None = None, view: View | None = None) -> Tick:
+        """Everything the page shows that changed since ``seen`` (``None``: a fresh page, send all).
+        ``group`` None: the backbone/task of the newest run (``Tick.group`` says which)."""
         seen = dict(seen or {})
         out = Tick(seen)
+        view = replace(view or View(), group=group)
         try:
             self.jobs.poll()
             job = self.watched()
@@ -310,19 +460,46 @@ class Lab:
             if seen.get("queue") != queue_key or "queue" not in seen:
                 seen["queue"] = queue_key
                 out.queue = self.queue_markdown()
+                out.jobs = self.job_choices()
                 out.changed.append("queue")
-            history_key = (history_stamp(self.runs_dir), group)
+            busy = self.busy()
+            if seen.get("busy") != busy:
+                seen["busy"] = busy
+                out.busy = busy
+                out.changed.append("busy")
+            history_key = (history_stamp(self.runs_dir), queue_key, view)
             if "history" not in seen or seen["history"] != history_key:
                 seen["history"] = history_key
-                table = list_runs(self.runs_dir)
-                out.table = display_table(table)
-                out.tradeoff = plots.tradeoff(filter_group(table, group))
-                out.groups = [ALL_RUNS, *sorted(set(groups_of(table)))]
+                table = self.run_table()
+                groups = sorted(set(groups_of(table)))
+                if view.group is None and len(table):
+                    view = replace(view, group=groups_of(table)[0])  # the newest run's backbone/task
+                    out.group = view.group
+                    seen["history"] = (*history_key[:2], view)  # the page sends this group from now on
+                out.table = display_table(pd.concat([table, self.unrecorded_jobs()], ignore_index=True))
+                out.tradeoff = plots.tradeoff(view.select(table), title=view.title(), x=view.x, y=view.y)
+                out.groups = [ALL_RUNS, *groups]
                 out.runs = list(table["run"])
                 out.changed += ["table", "tradeoff", "groups", "runs"]
         except Exception:
             log.exception("tick failed")
         return out
+
+    def busy(self) -> bool:
+        """A job runs or waits: the page polls fast; otherwise slowly (an idle tab stays quiet)."""
+        snap = self.jobs.snapshot()
+        return snap.current is not None or bool(snap.pending)
+
+    def run_table(self) -> pd.DataFrame:
+        """``list_runs`` with what the trade-off axes need besides: mean training examples per second
+        (from the run's metrics) and peak memory (from its summary)."""
+        table = list_runs(self.runs_dir)
+        speeds, memory = [], []
+        for path in table["path"]:
+            rows = [r["examples_per_s"] for r in self.metrics.rows(path) if r.get("examples_per_s")]
+            speeds.append(sum(rows) / len(rows) if rows else None)
+            memory.append(read_summary(path).peak_memory_mb)
+        return table.assign(examples_per_s=speeds, peak_memory_mb=memory)
 
     def live(self, job: JobRecord | None) -> tuple[str, Any, Any]:
         """Status block (HTML) and the two live figures for ``job``."""
@@ -333,26 +510,49 @@ class Lab:
         rows = self.metrics.rows(job.run_dir) if job.run_dir else []
         p = progress(summary, rows)
         loss, metric = plots.live(rows, p.metric, job.label())
-        return status_html(job.status, job.label(), job, p, summary), loss, metric
+        status = STOPPING if job.stop_requested and job.status.active else job.status
+        return status_html(status, job.label(), job, p, summary), loss, metric
 
     def queue_markdown(self) -> str:
         snap = self.jobs.snapshot()
         lines = []
         if snap.current is not None:
-            stop = " · stop requested" if snap.current.stop_requested else ""
-            lines.append(f"**{snap.current.status}**: {snap.current.label()}{stop}")
+            state = STOPPING if snap.current.stop_requested else snap.current.status
+            lines.append(f"**{state}**: {snap.current.title()}")
         for i, job in enumerate(snap.pending, 1):
-            lines.append(f"**queued #{i}**: {job.label()}")
+            lines.append(f"**queued #{i}**: {job.title()}")
         for job in snap.recent[:5]:
             why = f" — {job.reason}" if job.reason and job.status in (RunStatus.FAILED, RunStatus.CANCELLED) else ""
-            lines.append(f"{job.status}: {job.label()}{why}")
+            lines.append(f"{job.status}: {job.title()}{why}")
         return "  \n".join(lines) if lines else "No jobs yet."
 
-    # -- history ---------------------------------------------------------------------------------------
-    def tradeoff(self, group: str | None) -> Any:
-        return plots.tradeoff(filter_group(list_runs(self.runs_dir), group))
+    def unrecorded_jobs(self) -> pd.DataFrame:
+        """Jobs that failed or were cancelled before their run folder existed (a missing file, a bad
+        column): rows for the run table, so every failure is listed with its reason."""
+        rows = [
+            {"run": f"(job {j.id}) {j.name}", "status": j.status, "backbone": j.config.backbone,
+             "task": j.config.task, "method": j.config.method, "mode": j.config.mode, "reason": j.reason}
+            for j in self.jobs.snapshot().recent
+            if j.run_dir is None and j.status in (RunStatus.FAILED, RunStatus.CANCELLED)
+        ]  # fmt: skip
+        return pd.DataFrame(rows)
 
-    def compare(self, runs: list[str] | None) -> Any:
+    # -- history ---------------------------------------------------------------------------------------
+    def tradeoff(self, group: str | None, view: View | None = None) -> Any:
+        view = replace(view or View(), group=group)
+        return plots.tradeoff(view.select(self.run_table()), title=view.title(), x=view.x, y=view.y)
+
+    def tradeoff_csv(self, group: str | None, view: View | None = None) -> str:
+        """The runs the trade-off view shows, with every axis column, as a CSV file to download."""
+        view = replace(view or View(), group=group)
+        table = view.select(self.run_table())
+        columns = ["run", "status", "backbone", "task", "method", "mode", "metric", "best", "final",
+                   *(a.column for a in plots.AXES.values() if a.column not in ("best",))]  # fmt: skip
+        target = self.downloads / "tradeoff.csv"
+        table.reindex(columns=list(dict.fromkeys(columns))).to_csv(target, index=False)
+        return str(target)
+
+    def compare(self, runs: list[str] | None, smoothing: float = 0.0) -> Any:
         chosen = []
         for name in runs or []:
             path = self._run_path(name)
@@ -360,7 +560,26 @@ class Lab:
                 continue
             summary = read_summary(path)
             chosen.append((name, summary.method, self.metrics.rows(path), summary.metric))
-        return plots.compare(chosen)
+        return plots.compare(chosen, smoothing=smoothing)
+
+    def settings_diff(self, runs: list[str] | None) -> pd.DataFrame:
+        """The training options in which the chosen runs differ (one row per option, a column per run)."""
+        configs = {}
+        for name in runs or []:
+            path = self._run_path(name)
+            if path is None:
+                continue
+            try:
+                train = RunDir(path).config().train
+            except (OSError, ValueError):
+                continue
+            configs[name] = {k: v for k, v in train.__dict__.items() if k not in ("runs_dir", "name")}
+        if len(configs) < 2:
+            return pd.DataFrame({"option": ["(pick two or more runs to see where their settings differ)"]})
+        keys = list(next(iter(configs.values())))
+        differ = [k for k in keys if len({repr(c.get(k)) for c in configs.values()}) > 1]
+        rows = [{"option": k, **{n: str(c.get(k)) for n, c in configs.items()}} for k in differ]
+        return pd.DataFrame(rows or [{"option": "(the same settings)"}])
 
     def _run_path(self, name: str | None) -> Path | None:
         """The run folder called ``name`` directly under the runs folder, or None (no path tricks)."""
@@ -388,10 +607,13 @@ class Lab:
             return None, f"Could not read the adapter of {name}: {err.strerror or err}."
         return str(archive), f"Adapter of {name}: {', '.join(sorted(files))}."
 
-    def delete(self, name: str | None) -> str:
+    def delete(self, name: str | None, confirmed: str | None = None) -> str:
+        """Delete a run folder, only when ``confirmed`` names the same run (the page's second click)."""
         path = self._run_path(name)
         if path is None:
             return "Choose a run to delete."
+        if confirmed != name:
+            return f"Delete {name}? Its weights and records go for good: press **Confirm delete**."
         if str(path.resolve()) in self.jobs.busy_run_dirs():
             return f"{name} is running: stop it first."
         try:
@@ -414,6 +636,7 @@ COLOURS = {
     RunStatus.INTERRUPTED: "#b45309",
     RunStatus.FAILED: "#b91c1c",
     RunStatus.CANCELLED: GREY,
+    STOPPING: "#b45309",
 }  # anything else (the page's "idle") is grey
 
 
@@ -444,6 +667,8 @@ def status_html(status: str, label: str, job: JobRecord | None, p: Any, summary:
     if job is not None:
         if status == RunStatus.STARTING:
             parts.append("<div>Loading the backbone and the data…</div>")
+        if status == STOPPING:
+            parts.append("<div>Stopping: a last evaluation, then the adapter is saved…</div>")
         if job.run_dir:
             parts.append(f'<div style="color:#6b7280">run: {esc(Path(job.run_dir).name)}</div>')
         if job.reason and status in (RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.STOPPED):

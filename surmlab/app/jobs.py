@@ -63,6 +63,7 @@ class JobRecord:
     reason: str | None = None
     log: str | None = None
     exit_code: int | None = None
+    resume: bool = False  # continue ``run_dir`` (a stopped or interrupted run) instead of a new run
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
@@ -76,6 +77,16 @@ class JobRecord:
         c = self.config
         budget = f", budget {c.budget}" if c.budget is not None else ""
         return f"{c.method} on {c.backbone} / {c.task}{budget}"
+
+    def title(self) -> str:
+        """The label with the run's name and the job id: two jobs of one setup read differently."""
+        run = Path(self.run_dir).name if self.run_dir else self.name
+        verb = "resume " if self.resume else ""
+        return f"{verb}{self.label()} · {run} [{self.id}]"
+
+    def token(self) -> str:
+        """What the child's command line names, so a recycled pid is not taken for this job."""
+        return self.run_dir if self.resume and self.run_dir else self.id
 
 
 def describe_exit(code: int | None) -> str:
@@ -193,6 +204,26 @@ class JobManager:
             self.poll()
         return job
 
+    def resume(self, run_dir: str | Path) -> JobRecord:
+        """Queue a ``--resume`` of a stopped or interrupted run; it keeps its own options and folder."""
+        run = RunDir(run_dir)
+        summary = run.summary()
+        status = run.status(summary)
+        if status is None or not status.resumable:
+            raise ValueError(f"{run.path.name} is {status or 'not a run'}: only stopped or interrupted runs resume")
+        config = run.config().train
+        job_id = secrets.token_hex(3)
+        job = JobRecord(
+            id=job_id, config=config, name=run.path.name, submitted=time.time(), run_dir=str(run.path), resume=True
+        )
+        with self._lock:
+            if any(j.run_dir == job.run_dir for j in [*filter(None, [self.state.current]), *self.state.pending]):
+                raise ValueError(f"{run.path.name} is already queued or running")
+            self.state.pending.append(job)
+            self._save()
+            self.poll()
+        return job
+
     def stop(self, job_id: str | None = None) -> str:
         """Stop the current job gracefully (or cancel the queued job ``job_id``); returns what happened."""
         with self._lock:
@@ -264,7 +295,12 @@ class JobManager:
             found = self._find_run_dir(job)
             if found is not None:
                 job.run_dir, job.status, changed = str(found), RunStatus.RUNNING, True
-        if job.stop_requested:
+        elif job.status is RunStatus.STARTING and job.resume:  # running once the trainer claims the run
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                summary = RunDir(job.run_dir).summary()
+                if summary.status is RunStatus.RUNNING and summary.pid == job.pid:
+                    job.status, changed = RunStatus.RUNNING, True
+        if job.stop_requested and job.status is RunStatus.RUNNING:  # a resume removes an earlier STOP file
             self._apply_stop(job)
         alive, code = self._child_status(job)
         if alive:
@@ -286,7 +322,7 @@ class JobManager:
         if proc is not None and proc.pid == job.pid:
             code = proc.poll()
             return code is None, code
-        return pid_alive(job.pid, job.id), None  # a child of an earlier app process: no exit code
+        return pid_alive(job.pid, job.token()), None  # a child of an earlier app process: no exit code
 
     def _launch(self, job: JobRecord) -> None:
         logs = self.state_dir / "logs"
@@ -294,12 +330,15 @@ class JobManager:
         job.log = str(logs / f"{job.id}.log")
         config_file = self.state_dir / "configs" / f"{job.id}.json"  # its name carries the id that pid_alive checks
         cmd = [self.python, "-m", "surmlab", "train", "--config", str(config_file)]
+        if job.resume:
+            cmd = [self.python, "-m", "surmlab", "train", "--resume", str(job.run_dir)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
         job.started, job.status = time.time(), RunStatus.STARTING
         self.state.current = job
         try:
-            write_json(config_file, asdict(job.config))
+            if not job.resume:
+                write_json(config_file, asdict(job.config))
             with open(job.log, "ab") as out:
                 out.write(("$ " + " ".join(cmd) + "\n").encode())
                 out.flush()
