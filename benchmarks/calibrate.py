@@ -25,7 +25,7 @@ from surmlab.provenance import load_average
 from surmlab.timing import no_grad_call, time_interleaved
 from surmlab.tuner import qkv_rows
 
-from .common import environment
+from .common import DTYPES, environment
 from .layers import LORA_RANK, SURM_FAMILIES
 
 QKV = "qv"  # a fused 3d x d qkv layer adapted on its q and v thirds, as the presets do
@@ -33,20 +33,30 @@ SHAPES = [(384, 384, ""), (768, 768, ""), (3072, 768, ""), (768, 3072, ""), (230
 TOKENS = [256, 1024, 4096]
 
 
-def _layer(family: str, out_features: int, in_features: int, slices: str, path: str) -> SurmLinear:
+def _layer(
+    family: str,
+    out_features: int,
+    in_features: int,
+    slices: str,
+    path: str,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> SurmLinear:
     rows = qkv_rows(in_features, slices) if slices else None
     targets = rows or [("full", 0, out_features)]
     budget = LORA_RANK * (in_features + out_features)  # PEFT LoRA on the whole layer
     plan = solve(family, [Target(n, stop - start, in_features) for n, start, stop in targets], budget)
-    base = torch.nn.Linear(in_features, out_features).requires_grad_(False)
-    return SurmLinear(base, family, plan.hyper, slices=rows, product=path)
+    base = torch.nn.Linear(in_features, out_features, device=device, dtype=DTYPES[dtype]).requires_grad_(False)
+    return SurmLinear(base, family, plan.hyper, slices=rows, product=path).to(device)
 
 
-def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) -> dict[str, Any]:
+def measure(
+    family: str, shape: tuple[int, int, str], tokens: int, reps: int, device: str = "cpu", dtype: str = "float32"
+) -> dict[str, Any]:
     out_features, in_features, slices = shape
-    layers = {path: _layer(family, out_features, in_features, slices, path) for path in ("fft", "dense")}
-    x = torch.randn(tokens, in_features, requires_grad=True)
-    gy = torch.randn(tokens, out_features)
+    layers = {p: _layer(family, out_features, in_features, slices, p, device, dtype) for p in ("fft", "dense")}
+    x = torch.randn(tokens, in_features, device=device, dtype=DTYPES[dtype], requires_grad=True)
+    gy = torch.randn(tokens, out_features, device=device, dtype=DTYPES[dtype])
 
     def train(module: SurmLinear):
         def step() -> None:
@@ -57,9 +67,8 @@ def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) ->
 
         return step
 
-    device = torch.device("cpu")
-    t_train = time_interleaved({p: train(m) for p, m in layers.items()}, device, reps)
-    t_infer = time_interleaved({p: no_grad_call(m, x) for p, m in layers.items()}, device, reps)
+    t_train = time_interleaved({p: train(m) for p, m in layers.items()}, torch.device(device), reps)
+    t_infer = time_interleaved({p: no_grad_call(m, x) for p, m in layers.items()}, torch.device(device), reps)
     update = layers["fft"]
     return {
         "family": family,
@@ -67,6 +76,8 @@ def measure(family: str, shape: tuple[int, int, str], tokens: int, reps: int) ->
         "in_features": in_features,
         "slices": slices,
         "tokens": tokens,
+        "device": device,
+        "dtype": dtype,
         "hyper": next(iter(update.updates.values())).hyper,
         "structured_flops": sum(u.activation_flops(tokens) for u in update.updates.values()),
         "train": {p: t["median_s"] for p, t in t_train.items()},
@@ -78,9 +89,15 @@ def _modules(rows: list[dict[str, Any]]) -> list[SurmLinear]:
     return [_layer(r["family"], r["out_features"], r["in_features"], r["slices"], "auto") for r in rows]
 
 
+def _kind(rows: list[dict[str, Any]]) -> str:
+    """The ``FFT_FLOP_COST`` key of the device the rows were measured on (older files: cpu)."""
+    return torch.device(rows[0].get("device", "cpu")).type if rows else "cpu"
+
+
 def score(rows: list[dict[str, Any]], modules: list[SurmLinear], cost: dict[str, float]) -> dict[str, Any]:
-    """With ``FFT_FLOP_COST["cpu"] = cost``: right picks per mode, and the time lost to wrong ones
-    (relative to always picking the faster path)."""
+    """With ``FFT_FLOP_COST[<device>] = cost``: right picks per mode, and the time lost to wrong ones
+    (relative to always picking the faster path). The picks are made on CPU tensors with the cost under
+    the ``cpu`` key, so the rule is scored the same way whichever device the times came from."""
     saved = layer.FFT_FLOP_COST["cpu"]
     layer.FFT_FLOP_COST["cpu"] = cost
     out: dict[str, Any] = {"cost": cost}
@@ -119,7 +136,9 @@ def fit(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration-cpu.json")
+    parser.add_argument("--out", type=Path, help="JSON file (default: results/calibration-<device>[-<dtype>].json)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]: where the two products are timed")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="the frozen layer's and x's dtype")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--families", default=",".join([*SURM_FAMILIES, "lowrank"]))
@@ -132,17 +151,23 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(args.refit.read_text())
         rows, env = result["rows"], result["environment"]
     else:
-        env = environment(torch.device("cpu"))
+        if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: torch sees no CUDA device here")
+        env = environment(torch.device(args.device))
         rows = []
         for family in args.families.split(","):
             for shape in SHAPES:
                 for tokens in map(int, args.tokens.split(",")):
                     print(family, shape, tokens, file=sys.stderr, flush=True)
-                    rows.append(measure(family, shape, tokens, args.reps))
+                    rows.append(measure(family, shape, tokens, args.reps, args.device, args.dtype))
         env["load_average_end"] = load_average()
     fitted = fit(rows)
-    current = score(rows, _modules(rows), layer.FFT_FLOP_COST["cpu"])
-    result = {"environment": env, "rows": rows, "fitted": fitted, "current": current}
+    kind = _kind(rows)
+    current = score(rows, _modules(rows), layer.FFT_FLOP_COST[kind])
+    result = {"environment": env, "rows": rows, "fitted": fitted, "current": current, "device_kind": kind}
+    if args.out is None:
+        suffix = "" if args.dtype == "float32" else f"-{args.dtype}"
+        args.out = Path(__file__).parent / "results" / f"calibration-{kind}{suffix}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({"current": current, "fitted": fitted}, indent=1))

@@ -5,6 +5,7 @@ No timing assertions: these tests run the ``tiny`` profile (seconds) and check w
 
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -271,3 +272,51 @@ def test_loop_sync_benchmark_writes_its_record(tmp_path):
     assert record["step_s_before"] > 0 and record["step_s_after"] > 0 and record["after_over_before"] > 0
     assert record["command"].startswith("python -m benchmarks.loop_sync --layers 1")
     assert record["environment"]["memory_method"] and len(record["times"]["sync every step"]["times_s"]) == 2
+
+
+# -- the structured comparison and the GPU script ----------------------------------------------------------
+
+
+def test_structured_benchmark_times_every_family_and_peft_baseline_in_one_run(tmp_path):
+    from benchmarks import structured
+
+    out = tmp_path / "s.json"
+    assert structured.main(["--profile", "tiny", "--out", str(out), "--families", "toeplitz,sparse_spectrum"]) == 0
+    result = json.loads(out.read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    expected = {"base", "lora", "toeplitz/fft", "toeplitz/dense", "sparse_spectrum/fft", "fourierft"}
+    assert expected | set(structured.STRUCTURED_PEFT) <= set(rows)
+    assert rows["sparse_spectrum/fft"]["ratios"]["train_vs_pair"] > 0  # paired with FourierFT at the same n
+    assert rows["fourierft"]["params"] == rows["sparse_spectrum/fft"]["params"]
+    assert rows["base"]["ratios"]["train_vs_base"] == 1.0 and rows["lora"]["ratios"]["train_vs_lora"] == 1.0
+    assert all(0 < rows[m]["params"] <= 8 * (64 + 64) for m in structured.STRUCTURED_PEFT)  # LoRA r8's count
+    assert result["environment"]["packages"]["torch"] and "command" in result
+
+
+GPU_SH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
+
+
+def _gpu_sh(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(GPU_SH), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_gpu_script_help_and_bad_arguments():
+    shown = _gpu_sh("--help")
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: benchmarks/gpu.sh")
+    assert "benchmarks.calibrate" in shown.stdout and "bfloat16" in shown.stdout
+    for args, message in [
+        (("--bogus",), "unknown argument '--bogus'"),
+        (("--device",), "--device needs a value"),
+        (("--device", "cpu"), "--device must be cuda or cuda:N, got 'cpu'"),
+        (("--profile", "huge"), "--profile must be quick or full, got 'huge'"),
+    ]:
+        done = _gpu_sh(*args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_gpu_script_refuses_cleanly_without_cuda(tmp_path):
+    done = _gpu_sh("--out", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "sees no CUDA device here; this script needs one (cuda:0)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
