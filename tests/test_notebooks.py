@@ -41,10 +41,10 @@ def test_notebook_runs_in_the_smoke_profile(tmp_path, name, monkeypatch):
     assert report_problems(executed) == []  # every figure also as a PNG; no errors, warnings, stderr or bars
     figures = [o for c in executed.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert figures, "every experiment shows at least one figure"
-    said = [o for c in executed.cells for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
-    table = get(name).summarize(pd.read_csv(folder / f"{name}.csv"))  # the result in words, from its table
-    assert len(said) == 1 and said[0]["data"]["text/markdown"] == table
     result = json.loads((folder / f"{name}.json").read_text())
+    said = [o for c in executed.cells for o in c.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    paragraph = get(name).summarize(pd.DataFrame(result["rows"]))  # the result in words, from its record
+    assert len(said) == 1 and said[0]["data"]["text/markdown"] == paragraph
     assert result["rows"] and result["profile"] == "smoke" and result["command"].startswith("surmlab reproduce")
     assert (folder / f"{name}.csv").stat().st_size > 0
 

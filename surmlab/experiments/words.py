@@ -88,11 +88,27 @@ def study_sentences(part: pd.DataFrame, baseline: str, where: str = "") -> list[
     return sentences
 
 
+def _spread(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows without a value in ``column`` (a method without a budget) repeated under each value it has."""
+    key = table[column].fillna("").astype(str)
+    empty = key == ""
+    values = key[~empty].unique()
+    if not empty.any() or not len(values):
+        return table.assign(**{column: key})
+    spread = [table[~empty].assign(**{column: key[~empty]})]
+    spread += [table[empty].assign(**{column: value}) for value in values]
+    return pd.concat(spread).sort_index(kind="stable")
+
+
 def study_paragraph(table: pd.DataFrame, baseline: str, by: Sequence[str] = ()) -> str:
     """The study summary ``table`` in words, one pair of sentences per group of ``by`` columns, after a
     count of the distinguishable differences from ``baseline`` over all groups."""
-    by = [c for c in by if c in table and table[c].nunique() > 1]
-    groups = list(table.groupby(by, sort=False)) if by else [((), table)]
+    keyed = table
+    for column in by:
+        if column in keyed:
+            keyed = _spread(keyed, column)
+    by = [c for c in by if c in keyed and keyed[c].nunique() > 1]
+    groups = list(keyed.groupby(by, sort=False)) if by else [((), keyed)]
     sentences = []
     if "vs_baseline" in table and table.vs_baseline.notna().any():
         compared = table[table.vs_baseline.notna()]
