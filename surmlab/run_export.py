@@ -69,8 +69,11 @@ def _is_peft(model: nn.Module) -> bool:
 
 def _write_adapter(model: nn.Module, weights: Path, folder: Path, saved: RunConfig) -> None:
     if surm_layers(model):
-        metrics = None
-        save_pretrained(model, folder, metrics=metrics, command=_command(saved))
+        save_pretrained(model, folder, command=_command(saved))
+        meta = json.loads((folder / CONFIG_FILE).read_text())
+        if meta.get("labels") is None and saved.task.label_names:  # a backbone with no config for id2label
+            meta["labels"] = saved.task.label_names
+            write_json(folder / CONFIG_FILE, meta)
     elif all((weights / f).is_file() for f in PEFT_FILES):
         folder.mkdir(parents=True, exist_ok=True)
         for name in PEFT_FILES:

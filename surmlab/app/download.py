@@ -92,3 +92,25 @@ def zip_folder(run: Path, sub: str, archive: Path) -> list[str]:
     finally:
         os.close(sub_fd)
     return names
+
+
+def export_zip(run: Path, archive: Path, *, best: bool = False) -> list[str]:
+    """A zip of ``export_run``'s folder for the run (adapter once, labels, run config, merged model and
+    PEFT LoRA adapter where the method allows): the run folder is first checked for links and special
+    files the way ``zip_folder`` reads, then exported into a private temporary folder that is zipped."""
+    import tempfile
+
+    from ..run_export import export_run
+    from ..runs import RunDir
+
+    weights = "best" if best else RunDir(run).final_dir.name  # final/ (adapter/ in older runs)
+    if run.is_symlink():
+        raise UnsafeFolder(f"{run.name} is a symbolic link; links are never served")
+    for name in ("config.json", weights):
+        if (run / name).is_symlink():
+            raise UnsafeFolder(f"{run.name}/{name} is a symbolic link; links are never served")
+    with tempfile.TemporaryDirectory(prefix="surmlab-export-") as tmp:
+        zip_folder(run, weights, Path(tmp) / "check.zip")  # refuses links at any depth
+        folder = Path(tmp) / "export"
+        export_run(run, folder, best=best)
+        return zip_folder(Path(tmp), "export", archive)
