@@ -86,7 +86,8 @@ def _known_names() -> dict[str, str]:
     """What the help of the free-text fields lists: the registries' names (other forms work too)."""
     return {
         "backbone": f"{', '.join(list_backbones())}, or any timm or Hugging Face name",
-        "task": f"{', '.join(list_tasks())}, or {', '.join(USER_FORMS)}; decoders: {', '.join(LM_TASKS)}, or instruct:<path>",
+        "task": f"{', '.join(list_tasks())}, or {', '.join(USER_FORMS)}; "
+        f"decoders: {', '.join(LM_TASKS)}, or instruct:<path>",
         "method": ", ".join(METHODS),
     }
 
@@ -226,7 +227,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from .lm.generate import GenerationOptions
         from .lm.predict import generate_from_run
 
-        options = GenerationOptions(args.max_new_tokens, args.sample, args.temperature, args.top_p, args.top_k, args.seed)
+        options = GenerationOptions(
+            args.max_new_tokens, args.sample, args.temperature, args.top_p, args.top_k, args.seed
+        )
         for reply in generate_from_run(args.run, args.inputs, options, merged=args.merged, best=args.best):
             print(reply.text)
         return 0

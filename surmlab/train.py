@@ -32,6 +32,7 @@ from transformers import get_scheduler
 
 from .data import Task, compute_metrics, load_task, make_collate
 from .data.collate import Collate, IndexedRows
+from .lm import kind as _lm_kind  # noqa: F401  (registers the decoder task kind)
 from .methods import Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .provenance import git_commit, package_versions
@@ -45,6 +46,7 @@ from .runs import (
     load_weights,
     save_weights,
 )
+from .task_kinds import TaskKind, task_kind
 from .train_config import PRECISIONS, RESUME_OPTIONS, SCHEDULES, TrainConfig
 
 __all__ = [
@@ -160,27 +162,51 @@ def build_method(config: TrainConfig, backbone: Backbone, nearest: bool = False)
     )
 
 
+class Classification:
+    """The default task kind (``surmlab.task_kinds``): a classifier's logits against class labels."""
+
+    name = "classification"
+
+    def claims(self, task: str) -> bool:
+        return True
+
+    def load(self, config: TrainConfig) -> Task:
+        columns = (
+            ("text_column", config.text_column),
+            ("text_pair_column", config.text_pair_column),
+            ("label_column", config.label_column),
+        )
+        return load_task(
+            config.task,
+            config.data_dir,
+            seed=config.seed,
+            shots_per_class=config.shots_per_class,
+            train_fraction=config.train_fraction,
+            max_train=config.max_train,
+            max_eval=config.max_eval,
+            **{k: v for k, v in columns if v is not None},
+        )
+
+    def collate(self, task: Task, backbone: Backbone, config: TrainConfig, train: bool) -> Collate:
+        return make_collate(task, backbone, config.max_length, train=train, seed=config.seed if train else None)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], task: Task) -> torch.Tensor:
+        labels = batch.pop("labels")
+        return loss_fn(model(**batch), labels, task.num_labels)
+
+    def evaluate(self, model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task):
+        return evaluate(model, loader, accelerator, task)
+
+
+def kind_of(config: TrainConfig) -> TaskKind:
+    """The task kind that reads ``config.task`` (classification unless a registered kind claims it)."""
+    return task_kind(config.task, Classification())
+
+
 def build(config: TrainConfig) -> tuple[Backbone, Task, Prepared]:
     """Backbone, task and method, in that order; raises a clear error on any bad input."""
     set_seed(config.seed)
-    task = load_task(
-        config.task,
-        config.data_dir,
-        seed=config.seed,
-        shots_per_class=config.shots_per_class,
-        train_fraction=config.train_fraction,
-        max_train=config.max_train,
-        max_eval=config.max_eval,
-        **{
-            k: v
-            for k, v in (
-                ("text_column", config.text_column),
-                ("text_pair_column", config.text_pair_column),
-                ("label_column", config.label_column),
-            )
-            if v is not None
-        },
-    )
+    task = kind_of(config).load(config)
     backbone = build_backbone(config, task.num_labels)
     if backbone.modality != task.modality:
         raise ValueError(
@@ -229,13 +255,13 @@ def make_loaders(task: Task, backbone: Backbone, config: TrainConfig) -> tuple[D
         IndexedRows(task.train),  # each row's position seeds its augmentation
         batch_size=config.batch_size,
         shuffle=True,
-        collate_fn=make_collate(task, backbone, config.max_length, train=True, seed=config.seed),
+        collate_fn=kind_of(config).collate(task, backbone, config, train=True),
         # its own generator: starting an epoch's iterator then draws nothing from the global RNG, whose
         # state (dropout) a checkpoint saves and a resume restores
         generator=torch.Generator().manual_seed(config.seed),
     )
     eval_loader = DataLoader(
-        task.eval, batch_size=config.eval_batch_size, collate_fn=make_collate(task, backbone, config.max_length)
+        task.eval, batch_size=config.eval_batch_size, collate_fn=kind_of(config).collate(task, backbone, config, False)
     )
     return train_loader, eval_loader
 
@@ -448,6 +474,7 @@ def main_process() -> bool:
 def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contextlib.ExitStack) -> RunSummary:
     # -- setup: everything is validated (in build) before the run directory exists
     acc = make_accelerator(config)
+    kind = kind_of(config)
     backbone, task, prepared = build(config)
     is_main = acc.is_main_process
     if run is None:
@@ -496,8 +523,7 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                 batch = next(batches)
                 seen += len(batch["labels"]) * acc.num_processes
                 with acc.accumulate(model):
-                    labels = batch.pop("labels")
-                    loss = loss_fn(model(**batch), labels, task.num_labels)
+                    loss = kind.loss(model, batch, task)
                     losses.add(state.step + 1, loss)  # no .item(): that would sync every micro-step
                     acc.backward(loss)
                     if acc.sync_gradients and config.max_grad_norm:
@@ -531,7 +557,7 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                 every = config.eval_every or steps_per_epoch
                 if stopping or state.step % every == 0 or state.step == total_steps:
                     losses.check(state)
-                    metrics = evaluate(model, eval_loader, acc, task)
+                    metrics = kind.evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
                     evaluated = {f"eval_{k}": v for k, v in metrics.items()}
                     log.write({"step": state.step, "epoch": state.epoch, **evaluated}, "eval")

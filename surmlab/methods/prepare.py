@@ -63,7 +63,7 @@ def prepare(
     """Freeze ``model``, add ``method``'s trainable parts (matched to ``budget`` where it has a size
     knob), keep the ``head`` suffixes trainable. Returns the model to train (PEFT methods wrap it)."""
     info = method_info(method)
-    if not head or not any(find_suffix(model, h) for h in head):
+    if head and not any(find_suffix(model, h) for h in head):  # no head: a language model keeps its own output
         raise ValueError(f"head {head!r} matches no module of {type(model).__name__}")
     # A structure family has defaults per layer; every other size knob needs a budget or a value.
     if info.budgeted and budget is None and not hyper and info.structure is None:

@@ -9,6 +9,7 @@
 """
 
 from ..hub import cache_dir, hub_offline, hub_reachable
+from ..lm import backbones as _lm_backbones  # noqa: F401  (registers the decoder backbones)
 from .assets import convert_vit_s14_onnx, minilm_path, onnx_vit_s14_features, vit_s14_onnx_path, vit_s14_state_dict
 from .backbones import (
     BACKBONES,

@@ -78,7 +78,7 @@ class Backbone:
     """
 
     model: nn.Module
-    modality: str  # "image" | "text"
+    modality: str  # "image" | "text" | "lm" (a causal language model that generates: surmlab.lm)
     pretrained: bool
     source: str
     head: list[str]  # module names of the freshly initialised head (SURM modules_to_save)
@@ -92,6 +92,7 @@ class Backbone:
 
 # -- the registry ---------------------------------------------------------------------------------
 
+MODALITIES = ("image", "text", "lm")  # lm: a causal language model, no classifier head (surmlab.lm)
 # What ``load_backbone`` can hand a loader; a loader declares the ones it needs as its parameters.
 LOADER_ARGUMENTS = frozenset({"reference", "num_labels", "regression", "pretrained", "image_size"})
 
@@ -122,8 +123,8 @@ def register_backbone(name: str, *, modality: str, hub: bool = False) -> Callabl
         @register_backbone("tiny-bert", modality="text")
         def load_tiny_bert(num_labels: int, pretrained: bool | None) -> Backbone: ...
     """
-    if modality not in ("image", "text"):
-        raise ValueError(f"unknown modality {modality!r}; known: image, text")
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
     registry = HUB_KINDS if hub else BACKBONES
 
     def decorate(load: Callable[..., Backbone]) -> Callable[..., Backbone]:
@@ -212,10 +213,10 @@ def load_backbone(
     """
     if regression:
         num_labels = 1
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     kind, ref = resolve_backbone(name)
     loader = BACKBONES[ref] if kind == "named" else HUB_KINDS[kind]
+    if num_labels < 1 and loader.modality != "lm":  # a language model predicts tokens, not labels
+        raise ValueError(f"num_labels must be >= 1, got {num_labels}")
     if image_size is not None and loader.modality == "text":
         raise ValueError(f"image_size applies to image backbones; {name!r} is a text model")
     built = loader(
