@@ -83,7 +83,7 @@ def test_a_missing_weight_package_is_named_with_what_to_install(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_explore_is_a_slider_in_a_live_kernel_and_plain_values_in_a_stored_notebook(monkeypatch):
+def test_a_live_kernel_has_sliders_and_plain_bars_a_stored_notebook_plain_values(monkeypatch):
     import nbformat
     import papermill
     from nbformat.v4 import new_code_cell, new_notebook
@@ -93,17 +93,21 @@ def test_explore_is_a_slider_in_a_live_kernel_and_plain_values_in_a_stored_noteb
 
     prefer_this_environment_kernel()
     source = "from surmlab.display import explore\nexplore(lambda rank=2: print('rank', rank), rank=(1, 8, 1))"
-    nb = new_notebook(cells=[new_code_cell(source)])
+    bars = "from surmlab.display import quiet\nquiet()\nfrom tqdm.auto import tqdm\n_ = list(tqdm(range(3)))"
+    nb = new_notebook(cells=[new_code_cell(source), new_code_cell(bars)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
     def outputs(static: bool) -> list:
         monkeypatch.setenv(STATIC_ENV, "1" if static else "0")
         run = papermill.execute_notebook(nb, None, kernel_name="python3", progress_bar=False)
-        return nbformat.from_dict(run).cells[0].outputs
+        return nbformat.from_dict(run).cells
 
-    live = outputs(static=False)
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in live)
-    stored = outputs(static=True)
+    widget = "application/vnd.jupyter.widget-view+json"
+    live, bar = (cell.outputs for cell in outputs(static=False))
+    assert any(widget in o.get("data", {}) for o in live)
+    # ipywidgets is installed, yet after quiet() a progress bar is plain text, never a (blank) widget
+    assert bar and all(o.output_type == "stream" for o in bar) and "3/3" in "".join(o.text for o in bar)
+    stored = outputs(static=True)[0].outputs
     assert [o.get("text") for o in stored] == [
         "rank=2 (change them in the call, or in a live Jupyter kernel these are sliders)\nrank 2\n"
     ]
