@@ -184,14 +184,14 @@ def _safe_member(shown: str, info: zipfile.ZipInfo) -> str | None:
         raise UploadError(f"{shown}: member {short(info.filename, 80)!r} is a symbolic link; refused")
     if info.is_dir():
         return None
-    if mode and not stat.S_ISREG(mode):
+    if stat.S_IFMT(mode) and not stat.S_ISREG(mode):  # no type bits: a plain file (zipfile's writestr)
         raise UploadError(f"{shown}: member {short(info.filename, 80)!r} is not a regular file; refused")
     if (parts and parts[0] == "__MACOSX") or any(p.startswith(".") for p in parts):
         return ""  # resource forks and hidden files: skipped, not refused
     return "/".join(sanitise(p) for p in parts)
 
 
-def _class_root(folder: Path) -> Path:
+def class_root(folder: Path) -> Path:
     """The folder holding the class folders: ``folder`` or its single sub-folder (a zipped folder)."""
     entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir():
@@ -239,7 +239,7 @@ def _store_zip(source: Path, shown: str, root: Path, max_bytes: int) -> Upload:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    folder = _class_root(target)
+    folder = class_root(target)
     classes = [p for p in folder.iterdir() if p.is_dir()]
     if len(classes) < 2:
         shutil.rmtree(target, ignore_errors=True)
