@@ -490,6 +490,21 @@ def test_sparse_spectrum_state_round_trip_and_foreign_draw():
         other.load_state_dict({**state, "frequencies": bad})
 
 
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_adapter_buffers_are_buffers_checked_against_the_layer(family):
+    """What a family declares for the adapter file is a real, persistent buffer; a saved one of another
+    shape is refused by name (sparse_spectrum: its drawn frequencies, also checked for validity)."""
+    m = make(family, 16, 8)
+    persistent = dict(m.state_dict())
+    for name in type(m).adapter_buffers:
+        own = dict(m.named_buffers())[name]
+        assert name in persistent and name not in dict(m.named_parameters())
+        m.check_adapter_buffer(name, own.clone())  # its own draw fits
+        with pytest.raises(ValueError, match=rf"{family} {name} for the 8x16 layer: saved shape"):
+            m.check_adapter_buffer(name, own[:1].clone())
+    assert (family == "sparse_spectrum") == bool(type(m).adapter_buffers)
+
+
 def test_sparse_spectrum_bad_seed():
     with pytest.raises(ValueError, match="seed must be an integer from 0 to 2\\*\\*64 - 1, got -1"):
         make("sparse_spectrum", 8, 8, seed=-1)

@@ -29,6 +29,9 @@ class Structure(nn.Module, ABC):
     # PEFT's C3A (scaled by 1/in_features), these updates are unscaled: one kernel entry moves a whole
     # diagonal of S, so they want smaller steps than LoRA's factors.
     default_lr: ClassVar[float] = 2e-3
+    # Buffers that belong in the adapter file with the parameters: fixed data the update needs that is not
+    # trained (sparse_spectrum's drawn frequencies). A loader checks each with ``check_adapter_buffer``.
+    adapter_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -36,6 +39,15 @@ class Structure(nn.Module, ABC):
             raise ValueError(f"layer sizes must be positive, got {out_features}x{in_features}")
         self.in_features = in_features
         self.out_features = out_features
+
+    def check_adapter_buffer(self, name: str, saved: torch.Tensor) -> None:
+        """Refuse a saved ``adapter_buffers`` entry that does not fit this layer, naming what would."""
+        own = getattr(self, name)
+        if saved.shape != own.shape:
+            raise ValueError(
+                f"{self.family} {name} for the {self.out_features}x{self.in_features} layer: saved shape "
+                f"{list(saved.shape)}, expected {list(own.shape)}"
+            )
 
     # -- hyper-parameters -------------------------------------------------------------------
     @classmethod

@@ -86,6 +86,7 @@ class SparseSpectrum(Structure):
     # An Adam step of lr per coefficient moves ||S||_F by about lr sqrt(n) (orthonormal basis), LoRA's order
     # at the same count; not tuned for this family.
     default_lr = 3e-3
+    adapter_buffers = ("frequencies",)  # the draw travels with the adapter, not only its seed
 
     def __init__(
         self, in_features: int, out_features: int, coefficients: int | None = None, seed: int | None = None
@@ -171,11 +172,14 @@ class SparseSpectrum(Structure):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         saved = state_dict.get(prefix + "frequencies")
         if saved is not None:
-            self._check_frequencies(saved)
+            self.check_adapter_buffer("frequencies", saved)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _check_frequencies(self, saved: torch.Tensor) -> None:
+    def check_adapter_buffer(self, name: str, saved: torch.Tensor) -> None:
         """A saved draw must be ``n`` distinct canonical frequencies of this layer's shape."""
+        if name != "frequencies":
+            super().check_adapter_buffer(name, saved)
+            return
         where = f"sparse_spectrum frequencies for the {self.out_features}x{self.in_features} layer"
         if saved.shape != self.frequencies.shape:
             raise ValueError(
