@@ -9,20 +9,26 @@ import os
 import signal
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from surmlab.app import _is_loopback, parse_auth
-from surmlab.app.handlers import ALL_RUNS, Form, Lab, display_table, log_every, status_html
+from surmlab.app.handlers import ALL_RUNS, Form, Lab, View, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
 from surmlab.app.plots import DOMINATED, colour, structure
+from surmlab.app.plots import smooth as smooth_ema
 from surmlab.app.readout import BudgetReadout, parse_targets, takes_mode, takes_targets
+from surmlab.app.study_tab import Studies, spec_from_form
 from surmlab.app.watch import MetricsCache, progress
 from surmlab.runs import RunDir, RunStatus, RunSummary, list_runs
 from surmlab.train import TrainConfig
 
 TINY = {"backbone": "tiny-bert", "task": "rotten-tomatoes", "method": "surm-circulant", "budget": "1k"}
+SMALL_FORM = {**TINY, "max_train": 64, "max_eval": 32, "max_length": 32, "batch_size": 16}
 SMALL = {**TINY, "max_train": 64, "max_eval": 32, "max_length": 32, "batch_size": 16, "log_every": 1}
 
 
@@ -111,6 +117,57 @@ def test_form_to_config_follows_the_method():
     assert config.targets is None and config.lr == 3e-3 and config.max_train == 64  # the preset is recorded as such
     assert Form(**TINY, targets="attention.self.query").to_config("runs", preset).targets == ["attention.self.query"]
     assert log_every(64, 16, 1) == 1 and log_every(None, 32, 1) == 10 and log_every(100_000, 32, 3) == 10
+
+
+def test_the_form_carries_the_training_options_and_reads_budgets_precisely(readout):
+    form = Form(**TINY, max_steps=30, eval_every=10, schedule="linear", warmup_ratio=0.1, weight_decay=0.01,
+                text_column=" review ", label_column="sentiment", text_pair_column="")  # fmt: skip
+    c = form.to_config("runs")
+    assert (c.max_steps, c.eval_every, c.schedule, c.warmup_ratio, c.weight_decay) == (30, 10, "linear", 0.1, 0.01)
+    assert (c.text_column, c.label_column, c.text_pair_column) == ("review", "sentiment", None)
+    pinned = Form(**{**TINY, "method": "lora", "hyper": "rank=3"}).to_config("runs")
+    assert (pinned.budget, pinned.hyper) == (None, {"rank": 3})  # an explicit setting replaces the budget
+    assert Form(**{**TINY, "budget": "1e5"}).to_config("runs").budget == "100000"
+    for text, expected in (("-5", "negative"), ("0", "below 1"), ("2.5", "not a whole number"), ("x1", "cannot read")):
+        r = readout("tiny-bert", "rotten-tomatoes", "surm-circulant", "lora", text)
+        assert not r.ok and expected in r.message and repr(text) in r.message, r.message
+    big = readout("tiny-bert", "rotten-tomatoes", "lora", "lora", "1e4")  # read as 10000
+    assert big.ok and "budget of 10,000" in big.message
+
+
+def test_nearest_and_the_feasible_counts_next_to_a_budget(tmp_path):
+    """tiny-bert adapts 4 layers of 64 x 64 (q, v of 2 layers). Counted by hand: circulant with block b
+    trains 4 * (64 / b)^2 * b = 16384 / b (b divides 64); LoRA of rank r trains 4 * r * (64 + 64) = 512 r.
+    At 3,000: circulant reaches 2,048 (b=8) below and 4,096 (b=4) above; LoRA 2,560 (r=5) and 3,072 (r=6),
+    so "nearest" picks 3,072. At 300, LoRA is refused without "nearest" and trains 512 with it."""
+    lab = Lab(tmp_path)
+    circulant = sorted(16384 // b for b in (1, 2, 4, 8, 16, 32, 64))
+    lora = [512 * r for r in range(1, 65)]
+
+    def around(counts, budget):
+        return max([c for c in counts if c <= budget], default=None), min([c for c in counts if c > budget])
+
+    table = lab.feasible(Form(**{**TINY, "budget": "3000"}), ["surm-circulant", "lora", "bitfit"])
+    rows = {r["method"]: r for r in table.to_dict("records")}
+    for method, counts in (("surm-circulant", circulant), ("lora", lora)):
+        below, above = around(counts, 3000)
+        assert (rows[method]["at or below"], rows[method]["above"]) == (f"{below:,}", f"{above:,}")
+        nearest = min(counts, key=lambda c: abs(c - 3000))
+        assert rows[method]["nearest"] == f"{nearest:,}"
+    assert "no size knob" in rows["bitfit"]["note"]
+
+    plain = Form(**{**TINY, "method": "lora", "budget": "300"})
+    assert not lab.plan(plain).ok and "achievable counts range from 512" in lab.plan(plain).message
+    near = Form(**{**TINY, "method": "lora", "budget": "300", "nearest": True})
+    r = lab.plan(near)
+    assert r.ok and r.method_params == 512 and "nearest: above the budget" in r.message
+    message = lab.start(Form(**{**SMALL_FORM, "method": "lora", "budget": "3000", "nearest": True}))
+    assert "rank=6" in message, message
+    job = lab.jobs.snapshot().current
+    assert (job.config.budget, job.config.hyper) == (None, {"rank": 6, "lora_alpha": 12.0})
+    run = wait_for(lambda: (lab.jobs.poll(), lab.jobs.find(job.id).status == "completed")[1], what="the run")
+    assert run and RunDir(lab.jobs.find(job.id).run_dir).summary().trainable_params == 3072 + 130  # + head
+    lab.jobs.close()
 
 
 def test_the_method_registry_says_which_methods_take_a_mode():
@@ -313,6 +370,35 @@ def test_tick_sends_only_what_changed(tmp_path):
     assert lab.tick(landed.seen, landed.group).changed == []
 
 
+def test_tradeoff_view_axes_filter_csv_colours_and_compare(tmp_path):
+    lab = Lab(tmp_path)
+    fake_run(tmp_path, "20250101-000000-a")
+    fake_run(tmp_path, "20250101-000001-b", method="lora", best=0.8)
+    other = fake_run(tmp_path, "20250101-000002-c", method="lora", best=0.6)  # another task, same method
+    summary = RunDir(other).summary()
+    RunDir(other).update_summary(config=replace(summary.config, task="sst2", lr=0.01), peak_memory_mb=900.0)
+    everything = lab.tradeoff(ALL_RUNS)
+    shapes = {t.name: t.marker.symbol[0] for t in everything.data}
+    assert set(shapes) == {"lora · tiny-bert / rotten-tomatoes", "lora · tiny-bert / sst2",
+                           "surm-circulant · tiny-bert / rotten-tomatoes"}  # fmt: skip
+    assert shapes["lora · tiny-bert / sst2"] != shapes["lora · tiny-bert / rotten-tomatoes"]  # tasks told apart
+    grey = [t.name for t in everything.data if DOMINATED in list(t.marker.color)]
+    assert grey == ["surm-circulant · tiny-bert / rotten-tomatoes"]  # 0.6 on sst2 is compared within sst2 only
+    memory = lab.tradeoff(ALL_RUNS, View(x="peak memory (MB)", y="metric"))
+    assert [list(t.x) for t in memory.data] == [[900.0]]  # only runs that recorded the axis
+    assert memory.layout.xaxis.title.text == "peak memory (MB)"
+    only = lab.tradeoff(ALL_RUNS, View(filter="circulant"))
+    assert [t.name for t in only.data] == ["surm-circulant"]
+    csv = pd.read_csv(lab.tradeoff_csv("tiny-bert / rotten-tomatoes"))
+    assert sorted(csv["run"]) == ["20250101-000000-a", "20250101-000001-b"] and "examples_per_s" in csv
+    diff = lab.settings_diff(["20250101-000001-b", other.name])
+    assert set(diff["option"]) == {"task", "lr"} and list(diff.columns) == ["option", "20250101-000001-b", other.name]
+    raw = lab.compare([other.name])
+    smooth = lab.compare([other.name], smoothing=0.5)
+    assert list(raw.data[0].y) == list(smooth.data[0].y) == [0.7]  # one loss point: bias-corrected, unchanged
+    assert smooth_ema([1.0, 0.0], 0.5) == [1.0, 1 / 3]  # (0.5 * 0.5) / (1 - 0.25), by hand
+
+
 def test_metrics_cache_reads_only_appended_lines(tmp_path):
     cache = MetricsCache()
     path = tmp_path / "metrics.jsonl"
@@ -497,3 +583,34 @@ def test_the_page_reads_data_only_under_the_data_roots(tmp_path, monkeypatch):
     wait_for(lambda: (lab.jobs.poll(), lab.jobs.snapshot().current is None)[1], what="the allowed job to end")
     monkeypatch.chdir(tmp_path)
     assert Lab(tmp_path / "runs2").data_roots == [tmp_path.resolve(), (tmp_path / "runs2").resolve()]
+
+
+def test_a_study_runs_in_the_background_with_progress_table_and_plot(tmp_path):
+    """Two methods x one budget x two seeds of four steps: progress counts the cells, the table's mean
+    is the mean of the cells' final metrics (numpy, by hand), the plot has error bars."""
+    studies = Studies(tmp_path)
+    bad = spec_from_form("s", "tiny-bert", "rotten-tomatoes", ["lora", "surm-circulant"], "10", "0", "lora", 4)
+    assert "infeasible" in studies.start(bad)  # checked before anything starts
+    with pytest.raises(ValueError, match="seeds must be whole numbers"):
+        spec_from_form("s", "tiny-bert", "rotten-tomatoes", ["lora"], "1k", "0, one", "lora", 4)
+    spec = spec_from_form("s", "tiny-bert", "rotten-tomatoes", ["lora", "surm-circulant"], "1k", "0, 1", "lora", 4)
+    spec = replace(spec, train={**spec.train, "max_train": 64, "max_eval": 32, "max_length": 32, "batch_size": 16})
+    assert studies.start(spec, workers=1).startswith("Started study s: 4 cells")
+    assert "still running" in studies.start(spec)
+    first = studies.progress("s")
+    assert first.total == 4 and first.alive and first.done + first.running + first.left + first.failed == 4
+    wait_for(lambda: not studies.alive(), timeout=300, what="the study to finish")
+    done = studies.progress("s")
+    assert (done.done, done.failed, done.running, done.left, done.alive) == (4, 0, 0, 0, False)
+    assert "4 done" in done.text() and "finished" in done.text()
+    frame, figure = studies.results("s")
+    finals = {}
+    for run in (tmp_path / "studies" / "s" / "runs").iterdir():
+        summary = RunDir(run).summary()
+        finals.setdefault(summary.method, []).append(summary.final)
+    for method, values in finals.items():
+        row = frame[frame["method"] == method].iloc[0]
+        assert row["seeds"] == 2 and row["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+    assert "vs_baseline" in frame and frame[frame["method"] == "lora"]["vs_baseline"].isna().all()
+    assert any(t.error_y is not None and t.error_y.array is not None for t in figure.data)
+    assert studies.stop() == "No study is running."

@@ -110,6 +110,24 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
             for label, value in SMALL.items():
                 page.get_by_label(label, exact=True).fill(value)
 
+            # the header names the whole runs folder
+            expect(page.locator("#runs-folder")).to_contain_text(str(runs))
+
+            # a budget circulant cannot meet: refused, with the range; "nearest" trains the closest count
+            budget = page.get_by_label("Budget", exact=True)
+            budget.fill("90")
+            budget.press("Enter")
+            expect(page.get_by_text("achievable counts range from 256")).to_be_visible()
+            page.locator("#nearest input").check()
+            expect(page.get_by_text(re.compile(r"256 method \+ 130 head"))).to_be_visible()
+            expect(page.get_by_text("nearest: above the budget")).to_be_visible()
+            page.locator("#nearest input").uncheck()
+            budget.fill("-5")
+            budget.press("Enter")
+            expect(page.get_by_text("budget '-5' is negative")).to_be_visible()
+            budget.fill("1k")
+            budget.press("Enter")
+
             # the readout: exact count, share of the model, per-layer hyper-parameters, before training
             expect(page.get_by_text("642 trainable parameters")).to_be_visible()
             readout = page.locator(".surm-readout").first.inner_text()
@@ -139,7 +157,11 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
             expect(page.get_by_label("Backbone", exact=True)).to_have_value("tiny-bert")  # the last setup is back
             page.screenshot(path=SHOTS / "03-running-after-reload.png", full_page=True)
             page.get_by_role("button", name="Stop", exact=True).click()
+            expect(status).to_have_attribute("data-status", re.compile("stopping|stopped"))
+            expect(status).not_to_contain_text("remaining")
             expect(status).to_have_attribute("data-status", "stopped")
+            # the stop evaluated once more: the stopped run is on the plot (an open marker) beside the first
+            expect(page.locator("#tradeoff .scatterlayer .point")).to_have_count(2)
             expect(status).to_contain_text("adapter saved")
             expect(status).to_contain_text("reason: stop requested")
             history = page.locator("#history")
@@ -150,11 +172,19 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
             ).to_be_visible()
             expect(page.get_by_role("button", name="Download adapter")).to_be_enabled()
             page.screenshot(path=SHOTS / "04-stopped.png", full_page=True)
+
+            # delete asks first: one click deletes nothing, Confirm deletes
+            page.get_by_role("button", name="Delete run", exact=True).click()
+            expect(page.locator("#run-message")).to_contain_text("press Confirm delete")
+            assert len(list(runs.glob("*/summary.json"))) == 2
+            page.get_by_role("button", name="Confirm delete", exact=True).click()
+            expect(page.locator("#run-message")).to_contain_text("Deleted")
+            expect(page.locator("#tradeoff .scatterlayer .point")).to_have_count(1)
         except Exception:
             page.screenshot(path=SHOTS / "failure.png", full_page=True)
             raise
         finally:
             browser.close()
     stopped = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
-    assert sorted(s["status"] for s in stopped) == ["completed", "stopped"]
+    assert sorted(s["status"] for s in stopped) == ["completed"]  # the stopped one was deleted
     assert all((p.parent / "final" / "surm_model.safetensors").exists() for p in runs.glob("*/summary.json"))

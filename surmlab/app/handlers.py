@@ -148,7 +148,7 @@ class Form:
     max_length: float | None = 64
     batch_size: float | None = 32
     name: str | None = None
-    max_steps: float | None = None
+    max_steps: float | None = 0
     eval_every: float | None = 0
     schedule: str = "cosine"
     warmup_ratio: float | None = 0.06
@@ -205,7 +205,7 @@ class Form:
             budget=self.budget_value(),
             hyper=self.hyper_value(),
             targets=self.targets_value(preset),
-            max_steps=_int_or_none(self.max_steps, "max steps"),
+            max_steps=_int_or_none(self.max_steps, "max steps", minimum=0) or None,  # 0: the epochs decide
             eval_every=_int_or_none(self.eval_every, "eval every", minimum=0) or 0,
             schedule=self.schedule or "cosine",
             warmup_ratio=_float_or(self.warmup_ratio, "warm-up ratio", 0.06),
@@ -571,7 +571,9 @@ class Lab:
                 continue
             try:
                 train = RunDir(path).config().train
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # no config.json (an older or failed run): its summary's copy
+                train = read_summary(path).config
+            if train is None:
                 continue
             configs[name] = {k: v for k, v in train.__dict__.items() if k not in ("runs_dir", "name")}
         if len(configs) < 2:

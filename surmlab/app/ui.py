@@ -177,7 +177,7 @@ def build(lab: Lab) -> gr.Blocks:
                             seed = gr.Number(defaults.seed, label="Seed", precision=0, minimum=0)
                         with gr.Row():
                             max_steps = gr.Number(
-                                None, label="Max steps", precision=0, minimum=1, info="empty: the epochs decide"
+                                0, label="Max steps", precision=0, minimum=0, info="0: the epochs decide"
                             )
                             eval_every = gr.Number(
                                 defaults.eval_every,
@@ -272,7 +272,11 @@ def build(lab: Lab) -> gr.Blocks:
                         smoothing = gr.Slider(0, 0.95, value=0, step=0.05, label="Loss smoothing")
                         compare_plot = gr.Plot(plots.compare([]), label="Comparison", show_label=False)
                         diff = gr.Dataframe(
-                            label="Settings that differ", interactive=False, wrap=True, elem_id="settings-diff"
+                            lab.settings_diff([]),
+                            label="Settings that differ",
+                            interactive=False,
+                            wrap=True,
+                            elem_id="settings-diff",
                         )
                 history = gr.Dataframe(
                     headers=TABLE_COLUMNS,
