@@ -33,6 +33,7 @@ from transformers import get_scheduler
 from .data import Task, compute_metrics, load_task, make_collate
 from .data.collate import Collate, IndexedRows
 from .lm import kind as _lm_kind  # noqa: F401  (registers the decoder task kind)
+from .memory import LengthBuckets, enable_gradient_checkpointing, text_columns, text_lengths
 from .methods import Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .provenance import git_commit, package_versions
@@ -213,6 +214,10 @@ def build(config: TrainConfig) -> tuple[Backbone, Task, Prepared]:
             f"backbone {config.backbone} reads {backbone.modality}, but task {config.task} is {task.modality}"
         )
     prepared = build_method(config, backbone)
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(prepared.model)
+    if config.length_bucketing:
+        text_columns(task.train)  # an image task is refused here, before the run folder exists
     return backbone, task, prepared
 
 
@@ -251,10 +256,14 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 
 
 def make_loaders(task: Task, backbone: Backbone, config: TrainConfig) -> tuple[DataLoader, DataLoader]:
+    buckets = None
+    if config.length_bucketing:
+        buckets = LengthBuckets(text_lengths(task.train), config.batch_size, config.seed)
     train_loader = DataLoader(
         IndexedRows(task.train),  # each row's position seeds its augmentation
         batch_size=config.batch_size,
-        shuffle=True,
+        shuffle=buckets is None,
+        sampler=buckets,  # its order is a function of (seed, epoch) too: a resume skips what it trained on
         collate_fn=kind_of(config).collate(task, backbone, config, train=True),
         # its own generator: starting an epoch's iterator then draws nothing from the global RNG, whose
         # state (dropout) a checkpoint saves and a resume restores

@@ -72,6 +72,12 @@ class TrainConfig:
     mixed_precision: str = field(
         default="no", metadata={"help": "autocast precision ('no': full float32)", "choices": PRECISIONS}
     )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute activations in the backward pass (less memory, ~1.3x the time)"}
+    )
+    length_bucketing: bool = field(
+        default=False, metadata={"help": "text: batch rows of similar length together (less padding)"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed (data sampling, initialisation, order)"})
     data_dir: str | None = field(default=None, metadata={"help": "local data: GLUE TSV folder, saved dataset"})
     shots_per_class: int | None = field(

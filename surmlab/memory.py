@@ -1,0 +1,73 @@
+"""Memory options of a run: gradient checkpointing and length bucketing (``TrainConfig`` fields).
+
+bf16 autocast is ``mixed_precision="bf16"`` and gradient accumulation ``grad_accum``: both are
+accelerate's. Length bucketing orders each epoch so that a batch holds rows of similar length (less
+padding); the order is a pure function of ``(seed, epoch)``, so a resumed run skips exactly the
+batches it trained on, as with plain shuffling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.utils.data import Sampler
+
+MEGABATCH = 32  # rows are sorted by length within windows of this many batches of a shuffled epoch
+
+
+TEXT_COLUMNS = ("text", "text_pair", "messages", "response")
+
+
+def text_columns(rows: Any) -> list[str]:
+    """The text columns of a split; a split without any (images) is refused: bucketing needs lengths."""
+    columns = [c for c in TEXT_COLUMNS if c in rows.column_names]
+    if not columns:
+        raise ValueError(f"length_bucketing applies to text tasks; this one has columns {rows.column_names}")
+    return columns
+
+
+def text_lengths(rows: Any) -> list[int]:
+    """Characters of each row's text: the length proxy bucketing sorts by (no tokenizer needed)."""
+    return [sum(len(v) for v in row.values() if isinstance(v, str)) for row in rows.select_columns(text_columns(rows))]
+
+
+class LengthBuckets(Sampler[int]):
+    """Each epoch: a permutation seeded by ``(seed, epoch)``, cut into windows of ``MEGABATCH`` batches,
+    each window sorted by length (longest first), so consecutive ``batch_size`` rows are alike."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = np.asarray(lengths), batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.lengths))
+        window = self.batch_size * MEGABATCH
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            yield from chunk[np.argsort(-self.lengths[chunk], kind="stable")].tolist()
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in the backward pass: transformers models (non-reentrant, so frozen inputs
+    still pass gradients to the update) and timm models; anything else is refused by name."""
+    for module in model.modules():
+        if callable(getattr(module, "activation_checkpointing_enable", None)):  # transformers 5
+            module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            return
+        if callable(getattr(module, "gradient_checkpointing_enable", None)):  # transformers 4
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            return
+        if callable(getattr(module, "set_grad_checkpointing", None)):
+            module.set_grad_checkpointing(True)
+            return
+    raise ValueError(
+        f"gradient_checkpointing needs a transformers or timm backbone; {type(model).__name__} offers neither switch"
+    )
