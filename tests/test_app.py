@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from surmlab.app import _is_loopback, parse_auth
+from surmlab.app.experiments_tab import Experiments, parse_params
 from surmlab.app.handlers import ALL_RUNS, Form, Lab, View, display_table, log_every, status_html
 from surmlab.app.jobs import JobManager, JobRecord, error_from_log, pid_alive
 from surmlab.app.plots import DOMINATED, colour, structure
@@ -614,3 +615,20 @@ def test_a_study_runs_in_the_background_with_progress_table_and_plot(tmp_path):
     assert "vs_baseline" in frame and frame[frame["method"] == "lora"]["vs_baseline"].isna().all()
     assert any(t.error_y is not None and t.error_y.array is not None for t in figure.data)
     assert studies.stop() == "No study is running."
+
+
+def test_a_notebook_runs_through_papermill_with_progress_and_figures(tmp_path):
+    """The tour notebook at its smoke profile (3 steps on tiny-bert): a bad parameter is refused before a
+    kernel starts; the run's cells are counted off papermill's output and its plotly figures come back."""
+    experiments = Experiments(tmp_path)
+    assert "Cannot start" in experiments.start("tour", "smoke", "no_such_knob = 1")
+    assert "Cannot start" in experiments.start("tour", "smoke", "max_steps")  # not key = value
+    assert experiments.start("tour", "smoke", "max_steps = 2").startswith("Started tour")
+    wait_for(lambda: not experiments.alive(), timeout=400, what="the notebook to finish")
+    p = experiments.progress()
+    assert p.status == "ok", p.error
+    nb = json.loads((tmp_path / "experiments" / "smoke" / "tour" / "tour.ipynb").read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert p.cells == p.executed == len(code) and p.figures  # every code cell ran; figures read back
+    assert "max_steps = 2" in "".join("".join(c["source"]) for c in code)  # the parameter reached the kernel
+    assert parse_params("a = 1\nb = 'x'\n\nc = [1, 2]") == {"a": 1, "b": "x", "c": [1, 2]}
