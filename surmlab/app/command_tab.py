@@ -100,7 +100,7 @@ def build(page: Any) -> None:
 
     gr.Markdown("### A past run")
     with gr.Row():
-        run = gr.Dropdown([], value=None, label="Run", scale=3, elem_id="command-run")
+        run = gr.Dropdown([], value=None, label="Past run", scale=3, elem_id="command-run")
         load = gr.Button("Load into form", scale=1)
     page.run_choices.append(run)
     run_said = gr.Markdown()

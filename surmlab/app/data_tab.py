@@ -109,10 +109,10 @@ def build(page: Any) -> None:
             )
             kept = gr.Dropdown(kept_uploads(lab.runs_dir), value=None, label="Or a file kept earlier")
             message = gr.Markdown(elem_id="data-message")
-            task = gr.Textbox(label="Task", interactive=False, elem_id="data-task")
+            task = gr.Textbox(label="Task it trains as", interactive=False, elem_id="data-task")
             with gr.Row():
-                text = gr.Dropdown([], label="Text column", allow_custom_value=True)
-                label = gr.Dropdown([], label="Label column", allow_custom_value=True)
+                text = gr.Dropdown([], label="Text column of the file", allow_custom_value=True, elem_id="data-text")
+                label = gr.Dropdown([], label="Label column of the file", allow_custom_value=True, elem_id="data-label")
                 pair = gr.Dropdown([NO_PAIR], value=NO_PAIR, label="Second text (pairs)")
             with gr.Row():
                 show = gr.Button("Preview", variant="secondary")

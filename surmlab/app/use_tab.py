@@ -101,14 +101,14 @@ def build(page: Any) -> None:
     lab = page.lab
     cache = Loaded()
     with gr.Row():
-        run = gr.Dropdown([], value=None, label="Run", scale=3, elem_id="use-run")
+        run = gr.Dropdown([], value=None, label="Run to use", scale=3, elem_id="use-run")
         weights = gr.Radio(WEIGHTS, value="final", label="Weights", info="last saved, or best evaluated", scale=1)
     page.run_choices.append(run)
     page.runs.change(lambda name: name or gr.skip(), inputs=page.runs, outputs=run)  # follow the Runs pick
     with gr.Row(equal_height=False):
         with gr.Column(scale=3, min_width=320):
             gr.Markdown("### Try it")
-            text = gr.Textbox(label="Text", placeholder="a sentence to classify", lines=2, elem_id="try-text")
+            text = gr.Textbox(label="Text to classify", placeholder="a sentence", lines=2, elem_id="try-text")
             image = gr.Image(label="or an image", type="filepath", height=180)
             go = gr.Button("Predict", variant="primary")
             said = gr.Markdown(elem_id="try-message")
