@@ -167,4 +167,8 @@ class TrainConfig:
             raise ValueError(f"{path}: {err}") from None
 
     def run_name(self) -> str:
-        return self.name or f"{self.method}-{self.backbone}-{self.task}".replace("/", "-")
+        """``name``, or method-backbone-task; a data file's task by its file name (``csv-reviews.csv``), not
+        its whole path."""
+        kind, _, path = self.task.partition(":")
+        task = f"{kind}-{Path(path).name}" if kind in ("folder", "csv", "tsv") and path else self.task
+        return self.name or f"{self.method}-{self.backbone}-{task}".replace("/", "-")

@@ -80,3 +80,29 @@ def test_a_run_config_json_is_its_command(tmp_path):
 def test_not_a_train_line():
     with pytest.raises(ValueError, match="not a surmlab train line"):
         parse_command("rm -rf /")
+
+
+def test_form_command_and_load_into_form_round_trip(tmp_path):
+    """The Command tab: the form's command is the config Start queues; a past run's settings loaded into
+    the form give back the same config."""
+    from surmlab.app.command_tab import form_command, form_values, past_run
+    from surmlab.app.handlers import Form, Lab
+
+    lab = Lab(tmp_path / "runs", jobs=object())  # no job manager is needed to build commands
+    values = {**Form().__dict__, "backbone": "tiny-bert", "task": "csv:/d/r.csv", "budget": "1k", "lr": "2e-3",
+              "text_column": "review", "label_column": "sentiment", "max_steps": 5}  # fmt: skip
+    command, message = form_command(lab, values)
+    config = Form(**values).to_config(lab.runs_dir)
+    assert command is not None and parse_command(command.line) == config, message
+    assert "--text-column review --label-column sentiment" in command.line and "--lr 0.002" in command.line
+    bad, message = form_command(lab, {**values, "lr": "fast"})
+    assert bad is None and "learning rate must be a number" in message
+
+    run = lab.runs_dir / "20260101-000000-mine"
+    run.mkdir(parents=True)
+    saved = {"train": config.__dict__, "task": {"name": "csv:/d/r.csv", "modality": "text", "num_labels": 2}}
+    (run / "config.json").write_text(json.dumps(saved))
+    loaded, run_cmd, said = past_run(lab, run.name)
+    assert loaded == config and parse_command(run_cmd.line) == config and "--config runs/" in said
+    assert Form(**form_values(loaded)).to_config(lab.runs_dir) == config
+    assert past_run(lab, "../etc")[2] == "Choose a run."

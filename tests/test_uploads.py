@@ -158,3 +158,29 @@ def test_missing_file_is_named(tmp_path):
     with pytest.raises(UploadError, match=r"gone.csv: file .* does not exist"):
         read_upload(f"csv:{tmp_path / 'gone.csv'}")
     check_columns("rotten-tomatoes", None, None)  # named tasks pass
+
+
+def test_data_tab_handlers(tmp_path):
+    """What the Data tab shows: the kept file and its header, a preview, and each problem as one message."""
+    from surmlab.app.data_tab import kept_uploads, on_choose, on_preview, on_upload
+
+    runs = tmp_path / "runs"
+    source = write(tmp_path / "reviews.csv", "review,sentiment\n" + ROWS)
+    picked = on_upload(str(source), runs)
+    assert picked.task == f"csv:{upload_root(runs) / 'reviews.csv'}" and picked.columns == ("review", "sentiment")
+    assert (picked.text_column, picked.label_column) == (
+        "review",
+        "sentiment",
+    ) and "Kept **reviews.csv**" in picked.message
+    message, rows, counts = on_preview(picked.task, "review", "sentiment", "(none)")
+    assert message.startswith("**32 train / 8 eval examples**, 2 classes") and len(rows) == 8
+    assert counts.to_dict("list") == {"label": ["neg", "pos"], "count": [20, 20]}
+    message, rows, _ = on_preview(picked.task, "text", "sentiment", None)
+    assert (
+        message
+        == "**Cannot train on this:** column 'text' not found in reviews.csv; available columns: review, sentiment"
+    )
+    assert rows.empty
+    assert kept_uploads(runs) == [("reviews.csv", picked.task)] and on_choose(picked.task).columns == picked.columns
+    latin = on_upload(str(write(tmp_path / "latin.csv", "text,label\ncaf\xe9,a\n".encode("latin-1"))), runs)
+    assert latin.task is None and latin.message.startswith("**Not kept:** latin.csv is not UTF-8 text")

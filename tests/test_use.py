@@ -121,3 +121,20 @@ def test_download_zip_is_the_export(run, tmp_path):
     with pytest.raises(UnsafeFolder, match=r"planted/config\.json is a symbolic link"):
         export_zip(planted, tmp_path / "planted.zip")
     assert not (tmp_path / "planted.zip").exists()
+
+
+def test_use_tab_handlers(run):
+    """The Try it / Evaluate / Export tab: probabilities, scores and the export, each a message on failure."""
+    from surmlab.app.handlers import Lab
+    from surmlab.app.use_tab import Loaded, on_evaluate, on_export, on_try
+
+    lab = Lab(run.parent, jobs=object())
+    cache = Loaded()
+    probabilities, message = on_try(lab, cache, run.name, "final", "a great film", None)
+    (expected,) = predict_all(run, ["a great film"])
+    assert probabilities == expected.probabilities and message.startswith(f"**{expected.label}**")
+    assert on_try(lab, cache, run.name, "final", "", None) == (None, "Type a sentence or drop an image.")
+    assert on_try(lab, cache, "../x", "final", "hi", None) == (None, "Choose a run.")
+    assert on_evaluate(lab, run.name, "final", "eval", 0) == evaluate_run(run, "eval").describe()
+    path, message = on_export(lab, run.name, "final")
+    assert path is not None and Path(path).parent == lab.downloads and "`labels.json`" in message

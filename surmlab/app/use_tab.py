@@ -116,7 +116,7 @@ def build(page: Any) -> None:
         with gr.Column(scale=2, min_width=300):
             gr.Markdown("### Evaluate")
             split = gr.Radio(["eval", "train"], value="eval", label="Split")
-            limit = gr.Number(None, label="Max examples", precision=0, info="empty: the whole split")
+            limit = gr.Number(None, label="Max examples", precision=0, info="0 or empty: the whole split")
             evaluate = gr.Button("Evaluate")
             scores = gr.Markdown(elem_id="eval-message")
             gr.Markdown("### Export")
