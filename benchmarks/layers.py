@@ -27,6 +27,8 @@ from .common import DTYPES
 
 LORA_RANK = 8
 SURM_FAMILIES = [name for name in FAMILIES if name != "lowrank"]
+# PEFT's structured baselines, built by the lab's own builders (surmlab.methods.peft_structured)
+STRUCTURED_PEFT = ("shira", "miss", "gralora", "vera", "oft", "boft", "hra")
 PAIRS = {"circulant/fft": "c3a", "kronecker@lokr/fft": "lokr", "sparse_spectrum/fft": "fourierft"}
 
 

@@ -26,7 +26,7 @@ from surmlab import SurmConfig, SurmLinear, inject, merge, plan_for
 from surmlab.timing import no_grad_call, peak_memory, randomize_updates, time_interleaved
 
 from .common import DTYPES
-from .layers import LORA_RANK, add_ratios, peft_config
+from .layers import LORA_RANK, STRUCTURED_PEFT, add_ratios, peft_config
 
 # Targets of PEFT's baselines: the same layers as surmlab's presets (a fused timm qkv is adapted
 # whole by PEFT, which cannot slice it; surmlab adapts its q and v thirds).
@@ -112,7 +112,8 @@ def copy_model(base: nn.Module, spec: ModelSpec, share_frozen: bool) -> nn.Modul
 def prepare(
     base: nn.Module, spec: ModelSpec, method: str, budget: int | None, share_frozen: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """A copy of ``base`` adapted by ``method``: ``lora`` / ``c3a`` / ``lokr`` (PEFT) or a surmlab family,
+    """A copy of ``base`` adapted by ``method``: ``lora`` / ``c3a`` / ``lokr`` (PEFT), one of PEFT's structured
+    baselines (``STRUCTURED_PEFT``, ``fourierft``; at the budget, by the lab's builders) or a surmlab family,
     optionally with a forced product (``circulant:fft``, ``circulant:dense``; default ``auto``)."""
     model = copy_model(base, spec, share_frozen)
     targets = PEFT_TARGETS[spec.kind]
@@ -126,6 +127,20 @@ def prepare(
         }[method]
         model.requires_grad_(False)
         inject_adapter_in_model(peft_config(method, targets, block_size=block), model)
+        _freeze_all_but_head(model, spec)
+    elif method in (*STRUCTURED_PEFT, "fourierft"):  # the lab's builder: its knob solved for the budget
+        from surmlab.budget import BudgetError
+        from surmlab.methods import peft_structured
+        from surmlab.methods.registry import Request
+
+        model.requires_grad_(False)
+        build = getattr(peft_structured, f"build_{method}")
+        try:
+            built = build(model, Request(head=[], budget=budget, targets=targets))
+        except BudgetError:  # the knob cannot reach LoRA's count here: its nearest setting
+            built = build(model, Request(head=[], budget=budget, targets=targets, nearest=True))
+        model = built.model.get_base_model()  # the model with PEFT's layers in it, called as the others
+        info["hyper"] = built.hyper
         _freeze_all_but_head(model, spec)
     else:
         family, _, path = method.partition(":")

@@ -32,6 +32,7 @@ from surmlab.timing import peak_memory, time_interleaved
 
 from .common import DTYPES, environment
 from .layers import (
+    STRUCTURED_PEFT,
     SURM_FAMILIES,
     Built,
     Group,
@@ -46,14 +47,26 @@ from .layers import (
     frozen_linear,
     solved_hyper,
 )
+from .models import ModelSpec, run_steps
+from .run import BERT_BASE, TINY_BERT, TINY_VIT, VIT_S
 
-STRUCTURED_PEFT = ("shira", "miss", "gralora", "vera", "oft", "boft", "hra")
+TINY_VIT_SPEC = ModelSpec("vit", 2, image=16, config=TINY_VIT)
+TINY_BERT_SPEC = ModelSpec("bert", 2, seq=8, config=TINY_BERT)
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"groups": [Group(64, 64, 32)], "reps": 2},
-    "quick": {"groups": [Group(768, 768, 512), Group(768, 768, 2048)], "reps": 5},
+    "tiny": {"groups": [Group(64, 64, 32)], "reps": 2, "models": [TINY_VIT_SPEC, TINY_BERT_SPEC]},
+    "quick": {
+        "groups": [Group(768, 768, 512), Group(768, 768, 2048)],
+        "reps": 5,
+        # ViT-S/16 (batch 8) and BERT-base (batch 4 x 128) with 2 blocks each: the per-layer shapes of the full models
+        "models": [
+            ModelSpec("vit", 8, config={"depth": 2}),
+            ModelSpec("bert", 4, seq=128, config={"num_hidden_layers": 2}),
+        ],
+    },
     "full": {
         "groups": [Group(768, 768, 512), Group(768, 768, 2048), Group(3072, 768, 2048), Group(1024, 1024, 4096)],
         "reps": 7,
+        "models": [ModelSpec("vit", 8, config=VIT_S), ModelSpec("bert", 4, seq=128, config=BERT_BASE)],
     },
 }
 
@@ -137,12 +150,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def step_table(rows: list[dict[str, Any]]) -> str:
+    """Training steps as Markdown: time and the ratio to PEFT LoRA of the same run, at LoRA's budget."""
+    lines = ["| model | method | params | step ms | vs LoRA | product |", "|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        q = r["ratios"].get("step_vs_lora")
+        lines.append(
+            f"| {r['model']} | {r['method']} | {r['params']:,} | {1000 * r['step']['median_s']:.1f} | "
+            f"{'' if q is None else f'{q:.2f}'} | {r.get('path') or ''} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``--table FILE`` prints an earlier results file's table; otherwise runs the profile."""
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["--table"]:
-        print(table(json.loads(Path(argv[1]).read_text())["rows"]))
+        saved = json.loads(Path(argv[1]).read_text())
+        print(table(saved["rows"]))
+        print(step_table(saved.get("model_steps", [])))
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.structured", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
@@ -153,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="frozen layer and activations")
     parser.add_argument("--families", help="comma-separated SURM families (default: all but lowrank)")
+    parser.add_argument("--only", choices=["layers", "models"], help="one part only (default: both)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,9 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     config = PROFILES[args.profile]
     started = time.perf_counter()
     result: dict[str, Any] = {"schema": 1, "profile": args.profile, "environment": environment(device), "rows": []}
-    for group in (dataclasses.replace(g, dtype=args.dtype) for g in config["groups"]):
-        print(f"layer {group.name}", file=sys.stderr, flush=True)
-        result["rows"] += run_structured_group(group, device, config["reps"], families)
+    result["model_steps"] = []
+    if args.only != "models":
+        for group in (dataclasses.replace(g, dtype=args.dtype) for g in config["groups"]):
+            print(f"layer {group.name}", file=sys.stderr, flush=True)
+            result["rows"] += run_structured_group(group, device, config["reps"], families)
+    if args.only != "layers":
+        methods = ["lora", *(families or SURM_FAMILIES), "fourierft", *STRUCTURED_PEFT]
+        for spec in config["models"]:
+            print(f"model {spec.name}", file=sys.stderr, flush=True)
+            # bf16: autocast over fp32 weights, as the layer suite's run.py does for models
+            result["model_steps"] += run_steps(spec, methods, device, config["reps"], dtype=args.dtype)
     result["environment"]["load_average_end"] = load_average()
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
     result["command"] = "python -m benchmarks.structured " + " ".join(argv)
@@ -174,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(table(result["rows"]))
+    print(step_table(result["model_steps"]))
     print(f"wrote {out} in {result['elapsed_s']} s", file=sys.stderr)
     return 0
 

@@ -281,7 +281,8 @@ def test_structured_benchmark_times_every_family_and_peft_baseline_in_one_run(tm
     from benchmarks import structured
 
     out = tmp_path / "s.json"
-    assert structured.main(["--profile", "tiny", "--out", str(out), "--families", "toeplitz,sparse_spectrum"]) == 0
+    args = ["--profile", "tiny", "--only", "layers", "--families", "toeplitz,sparse_spectrum"]
+    assert structured.main([*args, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {r["method"]: r for r in result["rows"]}
     expected = {"base", "lora", "toeplitz/fft", "toeplitz/dense", "sparse_spectrum/fft", "fourierft"}
@@ -291,6 +292,21 @@ def test_structured_benchmark_times_every_family_and_peft_baseline_in_one_run(tm
     assert rows["base"]["ratios"]["train_vs_base"] == 1.0 and rows["lora"]["ratios"]["train_vs_lora"] == 1.0
     assert all(0 < rows[m]["params"] <= 8 * (64 + 64) for m in structured.STRUCTURED_PEFT)  # LoRA r8's count
     assert result["environment"]["packages"]["torch"] and "command" in result
+
+
+def test_structured_training_steps_include_every_peft_baseline_at_lora_budget():
+    """The lab's builders put PEFT's structured baselines into a model for the step comparison, at LoRA's count
+    (or their nearest setting where the knob cannot reach it)."""
+    from benchmarks import structured
+
+    spec = structured.TINY_BERT_SPEC
+    methods = ["lora", "fourierft", *structured.STRUCTURED_PEFT]
+    rows = {r["method"]: r for r in run_steps(spec, methods, CPU, reps=1, warmup=0)}
+    budget = rows["lora"]["params"]
+    assert set(rows) == set(methods) and all(r["budget"] == budget for r in rows.values())
+    assert all(0 < r["params"] <= budget for r in rows.values())
+    assert rows["fourierft"]["params"] == budget and rows["fourierft"]["hyper"]["n_frequency"] == budget // 2
+    assert all(r["ratios"]["step_vs_lora"] > 0 for r in rows.values())
 
 
 GPU_SH = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.sh"
