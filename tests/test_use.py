@@ -138,3 +138,38 @@ def test_use_tab_handlers(run):
     assert on_evaluate(lab, run.name, "final", "eval", 0) == evaluate_run(run, "eval").describe()
     path, message = on_export(lab, run.name, "final")
     assert path is not None and Path(path).parent == lab.downloads and "`labels.json`" in message
+
+
+def test_an_image_run_from_a_zip_tries_an_image_and_exports(tmp_path):
+    """A zip of class folders, uploaded, trained (linear probe on the tiny ViT), tried with a dropped image
+    through the tab's handler, exported (its trained tensors; the whole model merged) and reloaded."""
+    from PIL import Image
+
+    from surmlab.app.handlers import Lab
+    from surmlab.app.use_tab import Loaded, on_try
+    from surmlab.predict import classify
+    from surmlab.run_export import load_export
+
+    with zipfile.ZipFile(tmp_path / "colours.zip", "w") as z:
+        for c, rgb in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+            for i in range(6):
+                image = tmp_path / f"{c}{i}.png"
+                Image.new("RGB", (8, 8), tuple(v + 5 * i for v in rgb)).save(image)
+                z.write(image, f"colours/{c}/{i}.png")
+    upload = store_upload(tmp_path / "colours.zip", tmp_path / "runs")
+    config = TrainConfig(backbone="tiny-vit", task=upload.task, method="linear-probe", batch_size=8, max_steps=2,
+                         runs_dir=str(tmp_path / "runs"), cpu=True)  # fmt: skip
+    run = Path(train(config, progress=False).run_dir)
+    probe = str(tmp_path / "red0.png")
+    (expected,) = predict_all(run, [probe])
+    probabilities, _ = on_try(Lab(tmp_path / "runs", jobs=object()), Loaded(), run.name, "final", "", probe)
+    assert probabilities == expected.probabilities and set(probabilities) == {"blue", "red"}
+    done = export_run(run, tmp_path / "export")
+    assert done.kinds == ["adapter", "merged"] and done.notes == [
+        "lora: only lora-mode SURM runs export as a PEFT LoRA adapter"
+    ]
+    assert "adapter/trainable.safetensors" in done.files
+    for kind in done.kinds:
+        backbone, model, saved = load_export(tmp_path / "export", kind)
+        (got,) = classify(backbone, model, saved, [probe])
+        assert got.probabilities == pytest.approx(expected.probabilities, abs=1e-6), kind
