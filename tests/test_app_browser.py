@@ -188,3 +188,83 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
     stopped = [json.loads(p.read_text()) for p in runs.glob("*/summary.json")]
     assert sorted(s["status"] for s in stopped) == ["completed"]  # the stopped one was deleted
     assert all((p.parent / "final" / "surm_model.safetensors").exists() for p in runs.glob("*/summary.json"))
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two ``rgb(r, g, b)`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(v) / 255 for v in re.findall(r"\d+", colour)[:3]]
+        lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+HINT_COLOURS = """() => [...document.querySelectorAll('*')]
+  .filter(e => e.children.length === 0 && e.textContent.startsWith('trainable parameters the method adds'))
+  .map(e => [getComputedStyle(e).color, getComputedStyle(e.closest('.block') || document.body).backgroundColor])"""
+
+
+def test_phone_polish_idle_polling_and_a_study_in_a_browser(app):
+    """Hint text at AA contrast; the Mode radios are one labelled group; an idle tab polls rarely; on a
+    390 x 844 phone the run table's key columns fit and plot toolbars stay off the titles; the Study
+    tab runs a grid and counts its cells to the end, with the summary table and plot."""
+    sync_playwright, expect = browser_tools()
+    url, _ = app
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 390, "height": 844})
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        try:
+            page.goto(url)
+            expect(page.get_by_text("trainable parameters").first).to_be_visible()
+            (fg, bg), *_ = page.evaluate(HINT_COLOURS)
+            assert contrast(fg, bg) >= 4.5, (fg, bg)
+            expect(page.get_by_role("radiogroup", name="Mode")).to_have_count(1)
+
+            # the phone: the first four columns of the run table inside the screen; toolbars off titles
+            heads = page.locator("#history th")
+            expect(heads.first).to_be_visible()
+            for i, name in enumerate(["status", "structure", "best", "trainable"]):
+                box = heads.nth(i).bounding_box()
+                assert name in heads.nth(i).inner_text() and box["x"] + box["width"] <= 390, (name, box)
+            for plot in page.locator(".js-plotly-plot").all()[:3]:
+                plot.scroll_into_view_if_needed()
+                plot.hover()
+                title, bar = plot.locator(".gtitle").first, plot.locator(".modebar").first
+                if title.count() and bar.count() and bar.is_visible():
+                    t, m = title.bounding_box(), bar.bounding_box()
+                    overlap = t["x"] < m["x"] + m["width"] and m["x"] < t["x"] + t["width"]
+                    overlap &= t["y"] < m["y"] + m["height"] and m["y"] < t["y"] + t["height"]
+                    assert not overlap, (t, m)
+
+            # idle: nothing runs, so the page asks the server rarely (it asked about twice a second)
+            start = page.evaluate("performance.getEntriesByType('resource').length")
+            time.sleep(12)
+            asked = page.evaluate("performance.getEntriesByType('resource').length") - start
+            assert asked <= 6, asked
+
+            # a study: 2 methods x 1 budget x 2 seeds of 2 steps, progress to the end, table and plot
+            page.set_viewport_size({"width": 1400, "height": 1000})
+            page.get_by_role("tab", name="Study").click()
+            page.get_by_label("Study name", exact=True).fill("browser")
+            fields = {"seeds": "0, 1", "max-steps": "2", "max-train": "64", "max-eval": "32"}
+            for key, value in fields.items():
+                page.locator(f"#study-{key} input, #study-{key} textarea").first.fill(value)
+            page.get_by_role("button", name="Start study").click()
+            expect(page.locator("#study-message")).to_contain_text("Started study browser: 4 cells")
+            progress = page.locator("#study-progress")
+            expect(progress).to_contain_text(re.compile(r"of 4 cells"))
+            expect(progress).to_contain_text("4 done, 0 failed, 0 running, 0 left of 4 cells")
+            expect(progress).to_contain_text("finished")
+            expect(page.locator("#study-table")).to_contain_text("surm-circulant")
+            expect(page.locator("#study-plot .scatterlayer .trace").first).to_be_attached()
+            page.screenshot(path=SHOTS / "05-study.png", full_page=True)
+        except Exception:
+            page.screenshot(path=SHOTS / "failure-phone-study.png", full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -41,16 +41,16 @@ log = logging.getLogger(__name__)
 
 BUDGETS = ["1k", "5k", "10k", "20k", "50k", "100k", "200k", "500k", "1M"]
 ALL_RUNS = "all backbones / tasks"
-TABLE_COLUMNS = [
+TABLE_COLUMNS = [  # the key columns first: a phone shows the first few
     "status",
     "structure",
-    "backbone",
-    "task",
-    "trainable",
-    "% of model",
-    "metric",
     "best",
+    "trainable",
+    "task",
+    "backbone",
+    "metric",
     "final",
+    "% of model",
     "time",
     "run",
     "reason",
@@ -268,7 +268,7 @@ class View:
 
     def title(self) -> str:
         where = "all backbones / tasks" if self.group in (None, ALL_RUNS) else self.group
-        return f"Trade-off: {self.x} vs {self.y} · {where}"
+        return f"{self.y} vs {self.x}<br><sub>{where}</sub>"  # two short lines: a phone shows both
 
 
 USER_DATA_PREFIXES = ("folder", "csv", "tsv")

@@ -29,6 +29,7 @@ LAYOUT = {
     "legend": {"orientation": "h", "y": -0.25},
     "template": "plotly_white",
     "uirevision": "keep",
+    "modebar": {"orientation": "v"},  # down the right edge: on a phone it never covers the title
 }
 Series = list[tuple[str, list[dict[str, Any]]]]  # (label, metrics.jsonl rows)
 

@@ -60,8 +60,27 @@ class StudyProgress:
         )
 
 
+def _count(value: Any, what: str) -> int | None:
+    """A form's whole number; empty or 0 -> None (no cap)."""
+    if value in (None, "", 0):
+        return None
+    number = float(value)
+    if number != int(number) or number < 1:
+        raise ValueError(f"{what} must be a whole number of at least 1, got {value!r}")
+    return int(number)
+
+
 def spec_from_form(
-    name: str, backbone: str, task: str, methods: list[str], budgets: str, seeds: str, baseline: str, max_steps: Any
+    name: str,
+    backbone: str,
+    task: str,
+    methods: list[str],
+    budgets: str,
+    seeds: str,
+    baseline: str,
+    max_steps: Any,
+    max_train: Any = None,
+    max_eval: Any = None,
 ) -> StudySpec:
     """The page's fields as a spec; raises ValueError naming the bad field."""
     budget_list = [b.strip() for b in (budgets or "").split(",") if b.strip()]
@@ -69,11 +88,9 @@ def spec_from_form(
         seed_list = [int(s) for s in (seeds or "").replace(" ", "").split(",") if s]
     except ValueError:
         raise ValueError(f"seeds must be whole numbers separated by commas, got {seeds!r}") from None
-    train: dict[str, Any] = {}
-    if max_steps not in (None, "", 0):
-        if float(max_steps) != int(float(max_steps)) or int(float(max_steps)) < 1:
-            raise ValueError(f"max steps must be a whole number of at least 1, got {max_steps!r}")
-        train["max_steps"] = int(float(max_steps))
+    caps = {"max_steps": (max_steps, "max steps"), "max_train": (max_train, "max train examples"),
+            "max_eval": (max_eval, "max eval examples")}  # fmt: skip
+    train = {k: n for k, (v, what) in caps.items() if (n := _count(v, what)) is not None}
     return StudySpec(
         name=(name or "").strip(),
         backbone=(backbone or "").strip(),
@@ -236,21 +253,33 @@ def build(page: Any) -> None:
         baseline = gr.Dropdown(list(METHODS), value="lora", label="Baseline")
     with gr.Row():
         budgets = gr.Textbox("1k", label="Budgets", info="comma-separated, e.g. 5k, 10k")
-        seeds = gr.Textbox("0, 1, 2", label="Seeds", info="three or more for intervals")
-        max_steps = gr.Number(20, label="Max steps per cell", precision=0, minimum=0, info="0: whole epochs")
+        seeds = gr.Textbox("0, 1, 2", label="Seeds", info="three or more for intervals", elem_id="study-seeds")
+        max_steps = gr.Number(
+            20, label="Max steps per cell", precision=0, minimum=0, info="0: whole epochs", elem_id="study-max-steps"
+        )
+        max_train = gr.Number(
+            512, label="Max train examples", precision=0, minimum=0, info="0: all", elem_id="study-max-train"
+        )
+        max_eval = gr.Number(
+            256, label="Max eval examples", precision=0, minimum=0, info="0: all", elem_id="study-max-eval"
+        )
         workers = gr.Number(1, label="Workers", precision=0, minimum=1, info="cells at once")
     with gr.Row():
         start = gr.Button("Start study", variant="primary")
         stop = gr.Button("Stop study", variant="stop")
     message = gr.Markdown(elem_id="study-message")
     progress = gr.Markdown(elem_id="study-progress")
-    table = gr.Dataframe(label="Summary", interactive=False, wrap=True, elem_id="study-table")
+    table = gr.Dataframe(
+        pd.DataFrame(columns=TABLE_COLUMNS), label="Summary", interactive=False, wrap=True, elem_id="study-table"
+    )
     plot = gr.Plot(label="Study trade-off", show_label=False, elem_id="study-plot")
     timer = gr.Timer(5.0)
 
-    def on_start(name, backbone, task, methods, budgets, seeds, baseline, max_steps, workers):
+    def on_start(name, backbone, task, methods, budgets, seeds, baseline, max_steps, max_train, max_eval, workers):
         try:
-            spec = spec_from_form(name, backbone, task, methods, budgets, seeds, baseline, max_steps)
+            spec = spec_from_form(
+                name, backbone, task, methods, budgets, seeds, baseline, max_steps, max_train, max_eval
+            )
         except ValueError as err:
             return f"**Cannot start:** {err}", gr.Timer(active=False)
         text = studies.start(spec, int(workers or 1))
@@ -263,7 +292,7 @@ def build(page: Any) -> None:
         frame, figure = studies.results(p.name)
         return p.text(), frame, figure if figure is not None else gr.skip(), gr.Timer(2.0, active=p.alive)
 
-    inputs = [name, backbone, task, methods, budgets, seeds, baseline, max_steps, workers]
+    inputs = [name, backbone, task, methods, budgets, seeds, baseline, max_steps, max_train, max_eval, workers]
     start.click(on_start, inputs=inputs, outputs=[message, timer]).then(
         on_tick, inputs=name, outputs=[progress, table, plot, timer]
     )
