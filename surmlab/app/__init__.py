@@ -78,6 +78,7 @@ def launch(
     **kwargs: Any,
 ) -> Any:
     """Build the app and serve it (blocks unless ``prevent_thread_lock=True`` is passed on)."""
+    from ..data.uploads import MAX_UPLOAD_BYTES
     from .ui import theme_kwargs
 
     if (share or not _is_loopback(host)) and not auth:
@@ -91,6 +92,8 @@ def launch(
         auth=auth,
         ssr_mode=False,
         allowed_paths=[str(demo.lab.downloads)],
+        # the server refuses far larger uploads outright; up to this, the Data tab names the file and the limit
+        max_file_size=4 * MAX_UPLOAD_BYTES,
         **{**theme_kwargs(), **kwargs},
     )
 
