@@ -222,6 +222,35 @@ show(spectra({f"{name} ({p} params)": np.linalg.svd(m, compute_uv=False) for nam
 # asks which weight updates these structures approximate well, and which they do not.
 
 # %% [markdown]
+# **Move the values.** The lab's circulant update is a grid of `b x b` circulant blocks (`n^2 / b` numbers);
+# LoRA at rank `r` has `2 n r`. Move `block_size` and `rank` (sliders in a live Jupyter kernel with
+# ipywidgets; elsewhere change the defaults in the `def` line) and watch the counts, the ranks and the
+# spectra: a smaller block buys more numbers, never less rank.
+
+# %%
+from surmlab.display import explore
+
+
+def compare(block_size: int = n // 4, rank: int = 1) -> None:
+    torch.manual_seed(seed)
+    pair = {
+        f"circulant, block {block_size}": make("circulant", n, n, block_size=block_size).double(),
+        f"lowrank, rank {rank}": make("lowrank", n, n, rank=rank).double(),  # float64: ranks exact
+    }
+    dense = {}
+    for name, structure in pair.items():
+        with torch.no_grad():
+            for p in structure.parameters():
+                p.normal_()  # the lab starts LoRA's B at zero: random values show the structure
+        dense[name] = structure.dense().detach().numpy()
+        count = sum(p.numel() for p in structure.parameters())
+        print(f"{name:>22}: {count:>5} parameters, rank {np.linalg.matrix_rank(dense[name])} of {n}")
+    show(spectra({name: np.linalg.svd(m, compute_uv=False) for name, m in dense.items()}))
+
+
+explore(compare, block_size=[b for b in range(1, n + 1) if n % b == 0], rank=(1, n // 2, 1))
+
+# %% [markdown]
 # ## Exercises
 #
 # Each check cell prints whether your answer is right and fails with a hint if it is not. Until you answer,

