@@ -26,7 +26,7 @@
 # temporary folder, so a changed setting never collides with an earlier study.
 
 # %%
-from surmlab.display import quiet, show
+from surmlab.display import needs, quiet, show
 
 quiet()  # before the lab's imports: no progress-widget warnings in the outputs
 
@@ -48,6 +48,9 @@ max_steps = 30  # batches of 32; the README's study uses 120
 max_train = 960  # training examples used
 max_eval = 300  # held-out examples the accuracy is measured on
 seeds = (0, 1, 2)  # three or more for an interval
+
+# %%
+needs(backbone)  # without MiniLM's offline weights: one line saying what to install
 
 # %% [markdown]
 # ## 1. Six runs: two methods, three seeds
