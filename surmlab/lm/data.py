@@ -7,6 +7,7 @@ inside the reply that exact match checks; empty: the whole reply is compared). S
 - ``arithmetic``: multi-step arithmetic word problems generated with a fixed seed (the same rows on
   every machine, nothing downloaded); the reply works the steps and ends ``The answer is N.``;
 - ``rotten-tomatoes-chat``: the Rotten Tomatoes snippets posed as generation (reply ``fresh``/``rotten``);
+- ``gsm8k``: GSM8K from the hub (the ``paper`` profile of the decoder experiment);
 - ``instruct:<path>``: your data, a ``.jsonl`` or ``.csv`` file (the lab's seeded 80/20 split) or a
   folder with ``train`` and ``test``/``dev``/``validation`` files; each row has ``prompt`` and
   ``response`` (optionally ``system`` and ``answer``), or ``messages`` ending in the assistant's reply.
@@ -124,7 +125,27 @@ def rotten_tomatoes_chat() -> tuple[Any, Any, str]:
     return _dataset(rows(loaded.train)), _dataset(rows(loaded.eval)), f"{loaded.description}; posed as generation"
 
 
-NAMED = {"arithmetic": arithmetic, "rotten-tomatoes-chat": rotten_tomatoes_chat}
+def gsm8k_rows(split: datasets.Dataset) -> datasets.Dataset:
+    """GSM8K rows (``question``, ``answer`` = worked solution ending ``#### N``) in the lab's schema: the
+    reply is the solution with ``The answer is N.`` for its last line, the exact answer N."""
+    rows = []
+    for question, solution in zip(split["question"], split["answer"], strict=True):
+        work, _, final = solution.rpartition("####")
+        answer = final.strip().replace(",", "")
+        reply = f"{work.strip()}\nThe answer is {answer}."
+        rows.append(
+            {"messages": json.dumps([{"role": "user", "content": question}]), "response": reply, "answer": answer}
+        )
+    return _dataset(rows)
+
+
+def gsm8k() -> tuple[Any, Any, str]:
+    """GSM8K from the hub (``openai/gsm8k``, config ``main``): the paper profile's task; needs the hub."""
+    loaded = datasets.load_dataset("openai/gsm8k", "main")
+    return gsm8k_rows(loaded["train"]), gsm8k_rows(loaded["test"]), "GSM8K (openai/gsm8k main: train / test)"
+
+
+NAMED = {"arithmetic": arithmetic, "rotten-tomatoes-chat": rotten_tomatoes_chat, "gsm8k": gsm8k}
 USER_PREFIX = "instruct:"
 
 
