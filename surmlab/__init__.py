@@ -7,12 +7,14 @@ from .layer import SurmLinear
 from .lora_export import export_lora
 from .structures import FAMILIES, make
 from .tuner import (
+    delete_adapter,
     disable_adapter,
     inject,
     load_adapter,
     merge,
     plan_for,
     save_adapter,
+    set_adapter,
     summary,
     trainable_parameters,
     unload,
@@ -29,6 +31,7 @@ __all__ = [
     "SurmLinear",
     "Target",
     "__version__",
+    "delete_adapter",
     "disable_adapter",
     "export_lora",
     "from_pretrained",
@@ -41,6 +44,7 @@ __all__ = [
     "push_to_hub",
     "save_adapter",
     "save_pretrained",
+    "set_adapter",
     "solve",
     "summary",
     "trainable_parameters",

@@ -15,6 +15,11 @@ that the plain model class loads any of them as the fine-tuned model. The pristi
 travels as ``base_layer.weight`` next to the updates while the layer is unmerged; a merged layer
 writes no ``base_layer.weight``, and loading such a state dict marks the layer merged, so the update
 is never applied twice.
+
+Named adapters: the layer's own update is the adapter ``adapter_name`` (``"default"``); further LoRA-mode
+adapters live in ``extra`` (``AdapterSlot``: the same fields) with their parameters under
+``extra.<name>.updates...``. The forward adds every *active* one: ``(W + sum_i alpha_i S_i) x``; ``merge(names)``
+folds named active ones into ``W``. With only the own adapter active the single-adapter code path runs unchanged.
 """
 
 from __future__ import annotations
@@ -70,6 +75,37 @@ def is_adaptable(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Linear) or is_transposed(layer)
 
 
+DEFAULT_ADAPTER = "default"
+
+
+def init_noise(updates: nn.ModuleDict) -> None:
+    """Draw every parameter a family starts at zero (the factor that makes ``S = 0``) from ``N(0, NOISE_STD^2)``."""
+    with torch.no_grad():
+        for update in updates.values():
+            for p in update.parameters():
+                if not p.any():
+                    p.normal_(0.0, NOISE_STD)
+
+
+class AdapterSlot(nn.Module):
+    """A further named LoRA-mode adapter on a ``SurmLinear``: the fields the layer keeps for its own one."""
+
+    mode = "lora"
+    adapter_bias = None
+
+    def __init__(
+        self,
+        updates: nn.ModuleDict,
+        slices: Sequence[tuple[str, int, int]],
+        alpha: float,
+        product: str,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.updates, self.slices, self.alpha, self.product = updates, list(slices), alpha, product
+        self.dropout = nn.Dropout(dropout) if dropout else None
+
+
 def features(layer: nn.Module) -> tuple[int, int]:
     """``(out_features, in_features)`` of an adaptable layer, whatever its weight layout."""
     if is_transposed(layer):
@@ -92,8 +128,12 @@ class SurmLinear(nn.Module):
         product: str = "auto",
         dropout: float = 0.0,
         init: str = "zero",
+        adapter_name: str = DEFAULT_ADAPTER,
     ) -> None:
         super().__init__()
+        self.adapter_name = adapter_name
+        self.active: tuple[str, ...] = (adapter_name,)  # the adapters the forward adds, in order
+        self._merged_names: list[str] = []  # the adapters folded into base_layer.weight, in order
         self.base_layer = base_layer
         self.mode, self.alpha, self.product, self.activation = mode, alpha, product, activation
         self.transposed = is_transposed(base_layer)
@@ -120,17 +160,84 @@ class SurmLinear(nn.Module):
         # Update parameters stay fp32 whatever the base dtype (FFT islands); activations follow x.
         self.updates.to(device=base_layer.weight.device)
         if init == "noise":
-            self._init_noise()
+            init_noise(self.updates)
+        self.extra = nn.ModuleDict()  # further named adapters (AdapterSlot), LoRA mode only
         self.register_state_dict_post_hook(_plain_keys)
         self.register_load_state_dict_pre_hook(_from_plain_keys)
 
-    @torch.no_grad()
-    def _init_noise(self) -> None:
-        """Draw every parameter a family starts at zero (the factor that makes ``S = 0``) from ``N(0, NOISE_STD^2)``."""
-        for update in self.updates.values():
-            for p in update.parameters():
-                if not p.any():
-                    p.normal_(0.0, NOISE_STD)
+    # -- named adapters ------------------------------------------------------------------------------
+    @property
+    def merged(self) -> bool:
+        """Whether any adapter is folded into the base weight (setting ``True`` marks every active one merged)."""
+        return bool(self._merged_names)
+
+    @merged.setter
+    def merged(self, value: bool) -> None:
+        self._merged_names = list(self.active) if value else []
+
+    @property
+    def merged_names(self) -> tuple[str, ...]:
+        return tuple(self._merged_names)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [self.adapter_name, *self.extra.keys()]
+
+    def slot(self, name: str | None = None) -> nn.Module:
+        """The adapter ``name`` (``None``: the layer's own): ``self`` or an ``AdapterSlot``."""
+        if name is None or name == self.adapter_name:
+            return self
+        if name not in self.extra:
+            raise KeyError(f"adapter {name!r} is not on this layer; it has {self.adapter_names}")
+        return self.extra[name]
+
+    def add_adapter(
+        self,
+        name: str,
+        family: str,
+        hyper: dict,
+        slices: Sequence[tuple[str, int, int]] | None = None,
+        alpha: float = 1.0,
+        product: str = "auto",
+        dropout: float = 0.0,
+        init: str = "zero",
+    ) -> None:
+        """Add a LoRA-mode adapter ``name`` beside the existing ones, inactive (``set_active`` turns it on)."""
+        if self.mode != "lora":
+            raise ValueError(
+                f"adapter {name!r}: this layer holds {self.adapter_names} in adapter mode (h + act(S h) + b), "
+                "which does not stack; only LoRA-mode adapters share a layer"
+            )
+        if name in self.adapter_names:
+            raise ValueError(f"adapter {name!r} is already on this layer ({self.adapter_names})")
+        slices = list(slices or [("full", 0, self.out_features)])
+        updates = nn.ModuleDict({s: make(family, self.in_features, stop - start, **hyper) for s, start, stop in slices})
+        updates.to(device=self.base_layer.weight.device)
+        if init == "noise":
+            init_noise(updates)
+        self.extra[name] = AdapterSlot(updates, slices, alpha, product, dropout)
+
+    def remove_adapter(self, name: str) -> None:
+        """Drop adapter ``name`` (unmerged); the layer's own one is replaced by the next extra adapter."""
+        if name in self._merged_names:
+            raise ValueError(f"adapter {name!r} is merged into the weight; unmerge() first")
+        if len(self.adapter_names) == 1:
+            raise ValueError(f"adapter {name!r} is the layer's only one: unwrap the layer instead")
+        self.active = tuple(n for n in self.active if n != name)
+        if name != self.adapter_name:
+            del self.extra[name]
+            return
+        successor = next(iter(self.extra.keys()))
+        slot = self.extra[successor]
+        del self.extra[successor]
+        self.updates, self.slices, self.alpha, self.product = slot.updates, slot.slices, slot.alpha, slot.product
+        self.dropout, self.adapter_name = slot.dropout, successor
+
+    def set_active(self, names: Sequence[str]) -> None:
+        """Make the given adapters of this layer (others are ignored) the ones the forward adds."""
+        if self._merged_names:
+            raise ValueError(f"cannot change the active adapters while {self._merged_names} are merged; unmerge()")
+        self.active = tuple(n for n in names if n in self.adapter_names)
 
     @property
     def in_features(self) -> int:
@@ -149,10 +256,12 @@ class SurmLinear(nn.Module):
         return self.base_layer.bias
 
     # -- products ----------------------------------------------------------------------------------
-    def _rows(self, parts: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    def _rows(
+        self, parts: dict[str, torch.Tensor], like: torch.Tensor, slices: Sequence[tuple[str, int, int]] | None = None
+    ) -> torch.Tensor:
         """Stack per-slice results along the last dim of the output, zeros where nothing is adapted."""
         pieces, cursor = [], 0
-        for name, start, stop in self.slices:
+        for name, start, stop in self.slices if slices is None else slices:
             if start > cursor:
                 pieces.append(like.new_zeros(*like.shape[:-1], start - cursor))
             pieces.append(parts[name])
@@ -161,34 +270,36 @@ class SurmLinear(nn.Module):
             pieces.append(like.new_zeros(*like.shape[:-1], self.out_features - cursor))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
-    def delta_weight(self) -> torch.Tensor:
-        """``alpha * S`` as an ``(out, in)`` matrix in fp32 (LoRA mode)."""
+    def delta_weight(self, name: str | None = None) -> torch.Tensor:
+        """``alpha * S`` of adapter ``name`` (``None``: the layer's own) as an ``(out, in)`` fp32 matrix (LoRA mode)."""
         if self.mode != "lora":
             raise ValueError("adapter mode has no weight delta: act(S h) is not linear")
-        parts = {name: update.dense().T for name, update in self.updates.items()}  # (in, rows)
+        slot = self.slot(name)
+        parts = {s: update.dense().T for s, update in slot.updates.items()}  # (in, rows)
         ref = next(iter(parts.values()))
-        return self.alpha * self._rows(parts, ref).T
+        return slot.alpha * self._rows(parts, ref, slot.slices).T
 
-    def _stored_delta(self) -> torch.Tensor:
+    def _stored_delta(self, name: str | None = None) -> torch.Tensor:
         """``alpha * S`` in the base weight's own layout and dtype (transposed for a ``Conv1D``)."""
-        delta = self.delta_weight()
+        delta = self.delta_weight(name)
         return (delta.T if self.transposed else delta).to(self.base_layer.weight.dtype)
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The base layer's map with ``weight`` (in its stored layout) in place of its own."""
         return F.linear(x, weight.T if self.transposed else weight, self.base_layer.bias)
 
-    def use_dense(self, x: torch.Tensor) -> bool:
+    def use_dense(self, x: torch.Tensor, slot: nn.Module | None = None) -> bool:
         """Pick the product: ``fft`` keeps S implicit; ``dense`` materialises it (see ``FFT_FLOP_COST``)."""
+        slot = self if slot is None else slot
         if self.weight_blocker() is not None:
             return False  # a quantised weight cannot take S added to it: activation space only
-        if self.product != "auto":
-            return self.product == "dense"
+        if slot.product != "auto":
+            return slot.product == "dense"
         cost = FFT_FLOP_COST.get(x.device.type, FFT_FLOP_COST["cuda"])
         tokens = x.numel() // x.shape[-1]
-        training = torch.is_grad_enabled() and any(p.requires_grad for p in self.updates.parameters())
+        training = torch.is_grad_enabled() and any(p.requires_grad for p in slot.updates.parameters())
         passes = 3.0 if training else 1.0  # the forward product, and the backward's two
-        structured = passes * cost["flop"] * sum(u.activation_flops(tokens) for u in self.updates.values())
+        structured = passes * cost["flop"] * sum(u.activation_flops(tokens) for u in slot.updates.values())
         size = self.out_features * self.in_features
         # Weight space: in adapter mode F.linear(h, S) is a full matmul in every pass; in LoRA mode folding S
         # into W adds one when training, the weight gradient dy^T x that a frozen W never needs.
@@ -206,6 +317,8 @@ class SurmLinear(nn.Module):
         empty = x.numel() == 0
         if self.disabled:
             return base(x)
+        if self.active != (self.adapter_name,):
+            return self._forward_stacked(x, empty)
         drop = self.dropout is not None and self.training
         if self.mode == "adapter":
             h = base(x)
@@ -234,10 +347,27 @@ class SurmLinear(nn.Module):
         delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
         return torch.add(y, delta.to(y.dtype), alpha=self.alpha)  # no extra output-sized temporary
 
+    def _forward_stacked(self, x: torch.Tensor, empty: bool) -> torch.Tensor:
+        """Any other active set (none, several, or not the own adapter): ``W' x + sum_i alpha_i S_i x_i`` over the
+        active adapters not merged into ``W'`` (``x_i``: the input after adapter i's dropout, in training)."""
+        y = self.base_layer(x)
+        for name in self.active:
+            if name in self._merged_names:
+                continue
+            slot = self.slot(name)
+            u = slot.dropout(x) if slot.dropout is not None and self.training else x
+            if empty or self.use_dense(u, slot):
+                y = y + F.linear(u, self.delta_weight(name).to(u.dtype))
+            else:
+                delta = self._rows({s: update(u) for s, update in slot.updates.items()}, u, slot.slices)
+                y = torch.add(y, delta.to(y.dtype), alpha=slot.alpha)
+        return y
+
     # -- merging -------------------------------------------------------------------------------------
     @torch.no_grad()
-    def merge(self) -> None:
-        """Fold ``alpha * S`` into the base weight; safe against forwards running in other threads."""
+    def merge(self, names: Sequence[str] | None = None) -> None:
+        """Fold ``alpha_i * S_i`` of the named active adapters (``None``: every active one) into the base weight;
+        safe against forwards running in other threads."""
         if self.mode != "lora":
             raise ValueError(
                 "adapter mode adds a non-linear branch h + act(S h) + b; it cannot be merged into the weights"
@@ -247,17 +377,22 @@ class SurmLinear(nn.Module):
             raise ValueError(f"cannot merge: {blocker}; keep the layer unmerged or dequantise the base first")
         if self.disabled:
             raise ValueError("cannot merge inside disable_adapter(): the update is switched off there")
+        names = self.active if names is None else tuple(names)
+        inactive = [n for n in names if n not in self.active]
+        if inactive:
+            raise ValueError(f"cannot merge {inactive}: not active on this layer (active: {list(self.active)})")
         with self._merge_lock:
-            if not self.merged:
-                self.base_layer.weight += self._stored_delta()
-                self.merged = True
+            for name in names:
+                if name not in self._merged_names:
+                    self.base_layer.weight += self._stored_delta(name)
+                    self._merged_names.append(name)
 
     @torch.no_grad()
     def unmerge(self) -> None:
         with self._merge_lock:
-            if self.merged:
-                self.base_layer.weight -= self._stored_delta()
-                self.merged = False
+            while self._merged_names:  # the reverse of the order merged
+                self.base_layer.weight -= self._stored_delta(self._merged_names[-1])
+                self._merged_names.pop()
 
     # A lock cannot be pickled or deep-copied: copies get a fresh one.
     def __getstate__(self) -> dict[str, Any]:
@@ -266,7 +401,12 @@ class SurmLinear(nn.Module):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        merged = state.pop("merged", None)  # pickled before named adapters: a plain flag
         super().__setstate__(state)
+        if "adapter_name" not in self.__dict__:
+            self.adapter_name, self.active = DEFAULT_ADAPTER, (DEFAULT_ADAPTER,)
+            self._merged_names = [DEFAULT_ADAPTER] if merged else []
+            self._modules.setdefault("extra", nn.ModuleDict())
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
         self.__dict__.setdefault("disabled", False)
@@ -290,9 +430,11 @@ class SurmLinear(nn.Module):
         slices = ",".join(name for name, _, _ in self.slices)
         dropout = f", dropout={self.dropout.p}" if self.dropout is not None else ""
         disabled = ", disabled" if self.disabled else ""
+        named = "" if self.adapter_names == [DEFAULT_ADAPTER] else f", adapters={self.adapter_names}"
+        active = "" if self.active == (self.adapter_name,) else f", active={list(self.active)}"
         return (
             f"mode={self.mode}, slices={slices}, alpha={self.alpha}, product={self.product}{dropout}, "
-            f"merged={self.merged}{disabled}"
+            f"merged={self.merged}{disabled}{named}{active}"
         )
 
 
@@ -305,11 +447,13 @@ def _plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, _meta: A
         return
     base = module.base_layer
     with torch.no_grad(), module._merge_lock:
-        if module.merged:
-            effective = state.pop(f"{prefix}base_layer.weight")
-        else:  # the same sum merge() stores, so a plain reload equals the merged model bit for bit
-            effective = (base.weight + module._stored_delta()).detach()
-        state[f"{prefix}weight"] = effective
+        # The same sums merge() stores (in the same order), so a plain reload equals the merged model bit for bit.
+        effective = state.pop(f"{prefix}base_layer.weight") if module.merged else base.weight.detach()
+        pending = [name for name in module.active if name not in module.merged_names]
+        for name in pending:
+            effective = effective + module._stored_delta(name)
+        # Nothing added to an unmerged weight: a copy, as a state dict holds no two keys on one storage.
+        state[f"{prefix}weight"] = effective if pending or module.merged else effective.clone()
         if f"{prefix}base_layer.bias" in state:
             state[f"{prefix}bias"] = state.pop(f"{prefix}base_layer.bias")
 
@@ -326,4 +470,4 @@ def _from_plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, *_:
     elif f"{prefix}weight" in state:
         state[f"{prefix}base_layer.weight"] = state.pop(f"{prefix}weight")
         # With updates next to it, ``weight`` already holds them (saved merged); alone, it is a plain base model's.
-        module.merged = any(k.startswith(f"{prefix}updates.") for k in state)
+        module.merged = any(k.startswith((f"{prefix}updates.", f"{prefix}extra.")) for k in state)

@@ -3,6 +3,12 @@
 ``inject(model, config)`` finds the target ``nn.Linear`` (or Hugging Face ``Conv1D``) layers, solves
 the budget if one is given, wraps each target in a ``SurmLinear`` and freezes everything except the
 updates and ``modules_to_save``. The wrapped model is still the user's model object.
+
+Named adapters (PEFT's ``adapter_name``): ``inject(model, config, name=...)`` adds an adapter beside the
+existing ones (inactive, as PEFT's ``add_adapter``); ``set_adapter`` picks the active ones (trainable, added
+up by the forward), ``delete_adapter`` removes one, ``merge(model, names=...)`` folds some in. The
+``modules_to_save`` (the head) are shared by all adapters. ``model.surm_config`` / ``surm_plan`` describe
+the first active adapter; ``model.surm_adapters`` holds every adapter's record.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
-from .layer import PACKED_WEIGHTS, SurmLinear, features, is_adaptable
+from .layer import DEFAULT_ADAPTER, PACKED_WEIGHTS, SurmLinear, features, is_adaptable
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
 CONFIG_FILE = "surm_config.json"
@@ -159,8 +165,22 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
 WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
 
 
+def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """``named_modules`` as if no SURM layer were there: each ``SurmLinear`` stands for its base layer."""
+    modules: dict[str, nn.Module] = {}
+    inside: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(s + ".") for s in inside):
+            continue
+        if isinstance(module, SurmLinear):
+            inside.append(name)
+            module = module.base_layer
+        modules[name] = module
+    return modules
+
+
 def _linear_names(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if is_adaptable(m)]
+    return [n for n, m in plain_modules(model).items() if is_adaptable(m)]
 
 
 def output_layers(model: nn.Module) -> set[str]:
@@ -170,7 +190,7 @@ def output_layers(model: nn.Module) -> set[str]:
     get_output = getattr(model, "get_output_embeddings", None)
     output = get_output() if callable(get_output) else None
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # tying shares the Parameter
-    for name, module in model.named_modules():
+    for name, module in plain_modules(model).items():
         if is_adaptable(module) and (module is output or id(module.weight) in embeddings):
             names.add(name)
     return names
@@ -194,8 +214,8 @@ def qkv_rows(in_features: int, slices: Iterable[str]) -> list[tuple[str, int, in
 
 
 def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
-    """``(name, layer, slices)`` for every layer the (resolved) config targets."""
-    modules = dict(model.named_modules())
+    """``(name, layer, slices)`` for every layer the (resolved) config targets (a wrapped layer: its base)."""
+    modules = plain_modules(model)
     saved = [full for suffix in config.modules_to_save or [] for full in find_suffix(model, suffix)]
     spec = config.target_modules
     if spec == "all-linear":
@@ -288,25 +308,114 @@ def surm_layers(model: nn.Module) -> dict[str, SurmLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, SurmLinear)}
 
 
+@dataclass
+class AdapterRecord:
+    """One named adapter of a model: its resolved config (solved hyper-parameters, no budget) and plan."""
+
+    config: SurmConfig
+    plan: BudgetPlan
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def adapters(model: nn.Module) -> dict[str, AdapterRecord]:
+    """The named adapters of ``model``, in the order they were added (empty: none)."""
+    records = getattr(model, "surm_adapters", None)
+    if records is None and hasattr(model, "surm_config"):  # a model injected before named adapters existed
+        records = {DEFAULT_ADAPTER: AdapterRecord(model.surm_config, model.surm_plan)}
+    return dict(records or {})
+
+
+def active_adapters(model: nn.Module) -> list[str]:
+    return list(getattr(model, "surm_active", None) or list(adapters(model))[:1])
+
+
+def _known(model: nn.Module, name: str, what: str) -> AdapterRecord:
+    records = adapters(model)
+    if name not in records:
+        raise ValueError(f"cannot {what} adapter {name!r}: it is not loaded; loaded adapters: {list(records)}")
+    return records[name]
+
+
+def _set_records(model: nn.Module, records: dict[str, AdapterRecord], active: list[str]) -> None:
+    """Store the adapter records; ``surm_config``/``surm_plan`` follow the first active adapter."""
+    if not records:
+        for attr in ("surm_config", "surm_plan", "surm_adapters", "surm_active"):
+            if hasattr(model, attr):
+                delattr(model, attr)
+        return
+    model.surm_adapters, model.surm_active = records, list(active)
+    main = records[active[0] if active else next(iter(records))]
+    model.surm_config, model.surm_plan = main.config, main.plan
+
+
+def _apply_active(model: nn.Module, active: list[str]) -> None:
+    """Each layer adds the active adapters it holds; their updates train, the inactive ones are frozen."""
+    for layer in surm_layers(model).values():
+        layer.set_active(active)
+        for name in layer.adapter_names:
+            layer.slot(name).updates.requires_grad_(name in active)
+            if layer.adapter_bias is not None and name == layer.adapter_name:
+                layer.adapter_bias.requires_grad_(name in active)
+
+
 def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
 
-def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
-    """Wrap the targets of ``config`` in place; freeze all else but ``modules_to_save``."""
-    if surm_layers(model):
-        raise ValueError("model already carries SURM layers; unload() it first")
+def _check_name(model: nn.Module, name: str) -> None:
+    if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+        raise ValueError(f"adapter name {name!r}: use letters, digits, '_' or '-', starting with a letter or '_'")
+    records = adapters(model)
+    if name in records:
+        raise ValueError(
+            f"adapter {name!r} exists: the model already carries SURM layers under that name (loaded adapters: "
+            f"{list(records)}); pass another name= to add one beside it, or delete_adapter()/unload() first"
+        )
+
+
+def _check_stackable(name: str, config: SurmConfig, found: list[tuple[str, nn.Module, Any]], model: nn.Module) -> None:
+    """Two adapters share a layer only in LoRA mode (their updates add up); refuse before anything changes."""
+    layers = surm_layers(model)
+    for target, _, _ in found:
+        layer = layers.get(target)
+        if layer is not None and (layer.mode != "lora" or config.mode != "lora"):
+            raise ValueError(
+                f"adapter {name!r} ({config.mode} mode) cannot share {target} with adapter(s) {layer.adapter_names} "
+                f"({layer.mode} mode): only LoRA-mode adapters (W + sum alpha_i S_i) stack on one layer; exclude "
+                f"{target} from {name!r}'s target_modules"
+            )
+
+
+def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) -> nn.Module:
+    """Wrap the targets of ``config`` in place as adapter ``name``; freeze all else but ``modules_to_save``.
+
+    On a model that already carries adapters the new one is added beside them, inactive and frozen
+    (``set_adapter`` makes it active); all or nothing: a failure part-way leaves the model as it was."""
+    _check_name(model, name)
+    records, active = adapters(model), active_adapters(model)
     config = resolve_config(model, config)
     found = find_targets(model, config)
     plan = plan_for(model, config)
     _check_injectable(model, config, found)
+    _check_stackable(name, config, found, model)
+    existing = surm_layers(model)
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    wrapped: list[tuple[str, nn.Linear]] = []
+    wrapped: list[tuple[str, nn.Module]] = []
+    added: list[SurmLinear] = []
     try:  # atomic: a failure part-way puts every layer and flag back as it was
-        for p, _ in flags:
-            p.requires_grad_(False)
-        for name, layer, slices in found:
+        if not records:
+            for p, _ in flags:
+                p.requires_grad_(False)
+        for target, layer, slices in found:
+            if target in existing:
+                existing[target].add_adapter(
+                    name, config.family, plan.hyper, slices, config.alpha, config.product, config.dropout, config.init
+                )
+                added.append(existing[target])
+                continue
             surm = SurmLinear(
                 layer,
                 config.family,
@@ -318,22 +427,69 @@ def inject(model: nn.Module, config: SurmConfig) -> nn.Module:
                 config.product,
                 config.dropout,
                 config.init,
+                adapter_name=name,
             )
-            set_module(model, name, surm)
-            wrapped.append((name, layer))
+            set_module(model, target, surm)
+            wrapped.append((target, layer))
         for suffix in config.modules_to_save or []:
-            for name in find_suffix(model, suffix):
-                model.get_submodule(name).requires_grad_(True)
+            for saved in find_suffix(model, suffix):
+                model.get_submodule(saved).requires_grad_(True)
+        # Record the resolved configuration: the solved hyper-parameters replace the budget.
+        records[name] = AdapterRecord(replace(config, hyper=dict(plan.hyper), budget=None), plan)
+        active = active or [name]
+        _apply_active(model, active)
     except BaseException:
-        for name, layer in wrapped:
-            set_module(model, name, layer)
+        for target, layer in wrapped:
+            set_module(model, target, layer)
+        for layer in added:
+            if name in layer.extra:
+                del layer.extra[name]
         for p, flag in flags:
             p.requires_grad = flag
         raise
-    # Record the resolved configuration: the solved hyper-parameters replace the budget.
-    model.surm_config = replace(config, hyper=dict(plan.hyper), budget=None)
-    model.surm_plan = plan
+    _set_records(model, records, active)
     _guard_save_pretrained(model)
+    return model
+
+
+def set_adapter(model: nn.Module, names: str | Iterable[str]) -> nn.Module:
+    """Make ``names`` (one or several) the active adapters: the forward adds each, ``(W + sum_i alpha_i S_i) x``,
+    and only they train. A merged model is refused (unmerge first)."""
+    wanted = [names] if isinstance(names, str) else list(names)
+    records = adapters(model)
+    if not records:
+        raise ValueError("model has no SURM layers; call inject() first")
+    if not wanted:
+        raise ValueError(f"set_adapter needs at least one adapter name; loaded adapters: {list(records)}")
+    for name in wanted:
+        _known(model, name, "activate")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"set_adapter names an adapter twice: {wanted}")
+    refuse_merged(surm_layers(model), "change the active adapters", "unmerge() first")
+    _apply_active(model, wanted)
+    _set_records(model, records, wanted)
+    return model
+
+
+def delete_adapter(model: nn.Module, name: str) -> nn.Module:
+    """Remove adapter ``name``; a layer left without adapters gets its base layer back. Refused while merged."""
+    _known(model, name, "delete")
+    layers = surm_layers(model)
+    refuse_merged(layers, f"delete adapter {name!r}", "unmerge() first")
+    records, active = adapters(model), [n for n in active_adapters(model) if n != name]
+    del records[name]
+    active = active or list(records)[:1]
+    for target, layer in layers.items():
+        if name not in layer.adapter_names:
+            continue
+        if len(layer.adapter_names) == 1:
+            set_module(model, target, layer.base_layer)
+        else:
+            layer.remove_adapter(name)
+    _apply_active(model, active)
+    _set_records(model, records, active)
+    if not records:
+        _unguard_save_pretrained(model)
     return model
 
 
@@ -417,12 +573,25 @@ def _check_foldable(layers: dict[str, SurmLinear]) -> None:
             )
 
 
-def merge(model: nn.Module) -> nn.Module:
-    """Fold ``alpha * S`` into each base weight (LoRA mode): inference costs what the base model costs."""
+def merge(model: nn.Module, names: str | Iterable[str] | None = None) -> nn.Module:
+    """Fold ``alpha * S`` of the active adapters (or of ``names``, active ones) into each base weight (LoRA
+    mode): inference costs what the base model costs."""
     layers = _check_mergeable(model)
     _check_foldable(layers)
+    if names is not None:
+        names = [names] if isinstance(names, str) else list(names)
+        for name in names:
+            _known(model, name, "merge")
+        inactive = [n for n in names if n not in active_adapters(model)]
+        if inactive:
+            raise ValueError(
+                f"cannot merge adapter(s) {inactive}: not active (active: {active_adapters(model)}); "
+                "set_adapter() them first"
+            )
+    if any(layer.disabled for layer in layers.values()):
+        raise ValueError("cannot merge inside disable_adapter(): the update is switched off there")
     for layer in layers.values():
-        layer.merge()
+        layer.merge(None if names is None else [n for n in names if n in layer.active])
     return model
 
 
@@ -470,9 +639,7 @@ def unload(model: nn.Module, merge: bool = False) -> nn.Module:
             layer.unmerge()
         set_module(model, name, layer.base_layer)
     _unguard_save_pretrained(model)
-    for attr in ("surm_config", "surm_plan"):
-        if hasattr(model, attr):
-            delattr(model, attr)
+    _set_records(model, {}, [])
     return model
 
 
@@ -488,18 +655,20 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 def summary(model: nn.Module) -> list[dict[str, Any]]:
     """One row per adapted layer and per saved module: name, shape, hyper-parameters, trainable count."""
     rows = []
+    several = len(adapters(model)) > 1
     for name, layer in surm_layers(model).items():
-        for slice_name, update in layer.updates.items():
-            rows.append(
-                {
-                    "layer": name if slice_name in ("full", "adapter") else f"{name}[{slice_name}]",
+        for adapter in layer.adapter_names:
+            for slice_name, update in layer.slot(adapter).updates.items():
+                label = name if slice_name in ("full", "adapter") else f"{name}[{slice_name}]"
+                row = {
+                    "layer": f"{label} ({adapter})" if several else label,
                     "kind": f"{update.family} ({layer.mode})",
                     "shape": f"{update.out_features}x{update.in_features}",
                     "hyper": update.hyper,
                     "params": sum(p.numel() for p in update.parameters())
                     + (layer.out_features if layer.mode == "adapter" else 0),
                 }
-            )
+                rows.append(row)
     config = getattr(model, "surm_config", None)
     for suffix in (config.modules_to_save if config else None) or []:
         for name in find_suffix(model, suffix):
@@ -511,12 +680,24 @@ def summary(model: nn.Module) -> list[dict[str, Any]]:
 # -- adapter files ---------------------------------------------------------------------------------
 
 
-def _adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    config: SurmConfig = model.surm_config
+def main_adapter(model: nn.Module) -> str:
+    """The adapter ``surm_config`` describes: the first active one."""
+    active = active_adapters(model)
+    return active[0] if active else next(iter(adapters(model)))
+
+
+def _adapter_state(model: nn.Module, adapter: str | None = None) -> dict[str, torch.Tensor]:
+    """Adapter ``adapter``'s tensors (``None``: the main one) under the single-adapter keys
+    (``<layer>.updates.<slice>...``), whichever slot of the layer holds it, plus the saved modules."""
+    adapter = main_adapter(model) if adapter is None else adapter
+    config = adapters(model)[adapter].config
     state = {}
     for name, layer in surm_layers(model).items():
-        for key, value in layer.named_parameters():
-            if not key.startswith("base_layer."):
+        if adapter not in layer.adapter_names:
+            continue
+        slot = layer.slot(adapter)
+        for key, value in slot.named_parameters():
+            if not key.startswith(("base_layer.", "extra.")):
                 state[f"{name}.{key}"] = value
     for suffix in config.modules_to_save or []:
         for name in find_suffix(model, suffix):
@@ -537,22 +718,25 @@ def label_names(model: nn.Module) -> list[str] | None:
     return names if names and names != [f"LABEL_{i}" for i in range(len(names))] else None
 
 
-def save_adapter(model: nn.Module, path: str | Path) -> Path:
-    """Write ``surm_config.json`` and ``surm_model.safetensors`` (updates + saved modules)."""
+def save_adapter(model: nn.Module, path: str | Path, name: str | None = None) -> Path:
+    """Write ``surm_config.json`` and ``surm_model.safetensors`` (updates + saved modules) of adapter ``name``
+    (``None``: the first active one); the files are those of a single-adapter model."""
     if not hasattr(model, "surm_config"):
         raise ValueError("model has no SURM layers; call inject() first")
+    name = main_adapter(model) if name is None else name
+    record = _known(model, name, "save")
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in _adapter_state(model).items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in _adapter_state(model, name).items()}
     meta = {
         "format": FORMAT,
-        "config": model.surm_config.to_dict(),
+        "config": record.config.to_dict(),
         "backbone": backbone_name(model),
-        "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in model.surm_plan.per_layer},
+        "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in record.plan.per_layer},
         "tensors": {k: list(v.shape) for k, v in state.items()},
         "trainable_parameters": sum(v.numel() for v in state.values()),
         "labels": label_names(model),
-        "budget": getattr(getattr(model, "surm_plan", None), "budget", None),  # what the solver was asked for
+        "budget": record.plan.budget,  # what the solver was asked for
     }
     atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
@@ -615,13 +799,16 @@ def _missing_heads(model: nn.Module, config: SurmConfig) -> list[str]:
     return [h for h in heads if h not in saved]
 
 
-def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool = False) -> nn.Module:
+def load_adapter(
+    model: nn.Module, path: str | Path, *, name: str | None = None, allow_missing_head: bool = False
+) -> nn.Module:
     """Inject and load a saved adapter, head included; any mismatch names the offending layer.
 
-    A model that already carries SURM layers is first unloaded (its base layers come back exactly),
-    so the result is the same as loading into a fresh model; a merged model is refused. An adapter
-    without the classifier head the model has is refused unless ``allow_missing_head`` (the model's
-    head is then used as it is, e.g. when it was pretrained)."""
+    Without ``name``, a model that already carries SURM layers is first unloaded (its base layers come back
+    exactly), so the result is the same as loading into a fresh model. With ``name``, the adapter is added
+    beside the loaded ones (inactive unless it is the first; ``set_adapter`` picks), and the shared head takes
+    the file's. A merged model is refused. An adapter without the classifier head the model has is refused
+    unless ``allow_missing_head`` (the model's head is then used as it is, e.g. when it was pretrained)."""
     meta = read_adapter_config(path)
     try:
         config = SurmConfig.from_dict(meta["config"])
@@ -639,8 +826,23 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
             f"modules_to_save={config.modules_to_save}), so the head would keep its initial weights; save the "
             "adapter with the head, or pass allow_missing_head=True if the model's own head is the right one"
         )
+    if name is not None:
+        _check_name(model, name)
+        heads = {k: v.detach().clone() for k, v in _head_state(model, config).items()}
+        try:
+            _load_into_bare(model, path, meta, config, name)
+        except BaseException:  # leave the model as it was: without the new adapter, its head untouched
+            if name in adapters(model):
+                delete_adapter(model, name)
+            with torch.no_grad():
+                for key, value in _head_state(model, config).items():
+                    value.copy_(heads[key])
+            raise
+        return model
     previous = dict(layers)
-    attrs = {a: getattr(model, a) for a in ("surm_config", "surm_plan") if hasattr(model, a)}
+    attrs = {
+        a: getattr(model, a) for a in ("surm_config", "surm_plan", "surm_adapters", "surm_active") if hasattr(model, a)
+    }
     if layers:
         unload(model)  # not merged: every base layer comes back exactly as it was
     try:
@@ -658,24 +860,35 @@ def load_adapter(model: nn.Module, path: str | Path, *, allow_missing_head: bool
     return model
 
 
-def _load_into_bare(model: nn.Module, path: str | Path, meta: dict[str, Any], config: SurmConfig) -> None:
+def _head_state(model: nn.Module, config: SurmConfig) -> dict[str, torch.Tensor]:
+    return {
+        f"{name}.{key}": value
+        for suffix in config.modules_to_save or []
+        for name in find_suffix(model, suffix)
+        for key, value in model.get_submodule(name).state_dict().items()
+    }
+
+
+def _load_into_bare(
+    model: nn.Module, path: str | Path, meta: dict[str, Any], config: SurmConfig, name: str = DEFAULT_ADAPTER
+) -> None:
     backbone = backbone_name(model)
     try:
         targets = _budget_targets(find_targets(model, config), config.mode)
     except ValueError as err:
         raise ValueError(f"adapter in {path} does not fit this {backbone}: {err}") from None
     have_layers = {t.name: [t.out_features, t.in_features] for t in targets}
-    for name, shape in meta["layers"].items():
-        if name not in have_layers:
-            raise ValueError(f"adapter layer {name} ({shape[0]}x{shape[1]}) does not exist in this {backbone}")
-        if have_layers[name] != shape:
-            got = have_layers[name]
+    for layer_name, shape in meta["layers"].items():
+        if layer_name not in have_layers:
+            raise ValueError(f"adapter layer {layer_name} ({shape[0]}x{shape[1]}) does not exist in this {backbone}")
+        if have_layers[layer_name] != shape:
+            got = have_layers[layer_name]
             raise ValueError(
-                f"adapter layer {name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
+                f"adapter layer {layer_name} is {shape[0]}x{shape[1]} but this {backbone}'s is {got[0]}x{got[1]}"
             )
     state = read_safetensors(adapter_files(path)[1])
-    inject(model, config)
-    own = _adapter_state(model)
+    inject(model, config, name)
+    own = _adapter_state(model, name)
     for key, value in state.items():
         if key not in own:
             raise ValueError(f"adapter tensor {key} has no place in this {backbone}")
