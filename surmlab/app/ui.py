@@ -230,9 +230,7 @@ def build(lab: Lab) -> gr.Blocks:
                             elem_classes=["surm-readout"],
                             elem_id="readout-layers",
                         )
-                        with gr.Accordion(
-                            "Fair comparison: the counts each method reaches near this budget", open=False
-                        ):
+                        with gr.Accordion("Fair comparison: feasible counts near this budget", open=False):
                             fair_methods = gr.Dropdown(
                                 [name for _, name in method_choices()],
                                 value=FAIR_METHODS,
