@@ -292,3 +292,26 @@ def test_train_then_predict_on_the_command_line_merged_or_not(tmp_path, capsys):
     assert len(tokens) == 2 and all(tokens)
     assert cli(["predict", str(run), "hi", "--top-p", "0"]) == 2
     assert "top_p must be in (0, 1], got 0.0" in capsys.readouterr().err
+
+
+def test_gsm8k_rows_keep_the_worked_solution_and_take_the_number_after_the_marks():
+    import datasets
+
+    from surmlab.lm.data import gsm8k_rows
+
+    hub = datasets.Dataset.from_dict(
+        {
+            "question": ["Tom has 2 boxes of 600 pens. How many pens?"],
+            "answer": ["2 * 600 = <<2*600=1200>>1200\n#### 1,200"],
+        }
+    )
+    (row,) = gsm8k_rows(hub)
+    assert row["answer"] == "1200" and json.loads(row["messages"])[0]["content"].startswith("Tom has")
+    assert row["response"] == "2 * 600 = <<2*600=1200>>1200\nThe answer is 1200."
+    assert exact_match("so 1,200 pens. The answer is 1,200.", row["response"], row["answer"])
+
+
+def test_classification_posed_as_generation():
+    task = load_lm_task("rotten-tomatoes-chat", max_train=20, max_eval=5)
+    assert set(task.train["response"]) <= {"fresh", "rotten"} and len(set(task.train["response"])) == 2
+    assert "fresh or rotten" in json.loads(task.train[0]["messages"])[0]["content"]
