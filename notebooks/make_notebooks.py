@@ -9,7 +9,8 @@ stay thin (parameters, the values used, one ``run`` call, the result in words fr
 
 The lessons are committed executed, so that they read on GitHub before anyone runs them: run
 ``python notebooks/make_notebooks.py --lessons`` after editing one (a few minutes on a CPU). The stored
-outputs carry every figure as a PNG too, no widget state and no timing metadata.
+outputs carry every figure as a PNG too, no widget state and no timing metadata: the build sets
+``SURMLAB_STATIC=1``, so a lesson's sliders (``surmlab.display.explore``) show their default values.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A module declares its parameters as a frozen dataclass ``Params`` (defaults: the ``smoke`` profile),
 ``PROFILES`` (``smoke``, ``cpu``, ``paper``: instances), a ``validate(p)``, its computation decorated
-with ``@common.experiment`` and ``figures(table, out_dir)`` for its notebook. The decorated
+with ``@common.experiment``, ``figures(table, out_dir)`` for its notebook and ``summarize(table) -> str``,
+the result in words (``words`` holds the shared phrasing), shown after the run cell. The decorated
 ``run(profile="smoke", out_dir=None, **params) -> pandas.DataFrame`` validates the parameters first,
 then computes, writes ``<name>.json`` and ``<name>.csv`` into ``out_dir`` and returns the table.
 Each has a thin notebook ``notebooks/<name>.ipynb`` (parameters, one ``run`` call, ``figures``) that
