@@ -1,7 +1,9 @@
 """Trainable-parameter counts per layer shape, and a solver that meets a parameter budget.
 
 All layers of one plan share the family's hyper-parameters (one block size, one rank, one
-Kronecker factor shape), so the plan is a single point that can be written down and reproduced.
+Kronecker factor shape), so the plan is a single point that can be written down and reproduced;
+``overrides`` (from ``SurmConfig.hyper_pattern``) fix the setting of named layers, which the solver
+counts as spent and leaves out of its search.
 """
 
 from __future__ import annotations
@@ -49,12 +51,20 @@ class BudgetPlan:
             for t, hyper, n in self.per_layer
         ]
 
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
     def describe(self) -> str:
+        """One line for the plan; with per-layer overrides, one more line per overridden layer."""
         hyper = ", ".join(f"{k}={v}" for k, v in self.hyper.items())
         head = f"{self.family} ({self.mode}) with {hyper}: {self.total:,} trainable parameters"
         if self.budget is not None:
             head += f" for a budget of {self.budget:,}"
-        return head
+        lines = [head]
+        for t, resolved, n in self.per_layer:
+            if t.name in self.overrides:
+                setting = ", ".join(f"{k}={v}" for k, v in resolved.items())
+                lines.append(f"  {t.name} ({t.out_features}x{t.in_features}): {setting}: {n:,} parameters")
+        return "\n".join(lines)
 
 
 def parse_budget(value: int | str) -> int:
@@ -80,8 +90,16 @@ def layer_count(family: str, target: Target, hyper: dict[str, Any], mode: str = 
     return n + (target.out_features if mode == "adapter" else 0)
 
 
-def plan(family: str, targets: Sequence[Target], hyper: dict[str, Any], mode: str = "lora") -> BudgetPlan:
-    """The plan for fixed hyper-parameters (empty hyper: each family's defaults, per layer)."""
+def plan(
+    family: str,
+    targets: Sequence[Target],
+    hyper: dict[str, Any],
+    mode: str = "lora",
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> BudgetPlan:
+    """The plan for fixed hyper-parameters (empty hyper: each family's defaults, per layer); a target named
+    in ``overrides`` takes its own setting instead."""
+    overrides = overrides or {}
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     if mode == "adapter" and any(t.out_features != t.in_features for t in targets):
@@ -90,17 +108,23 @@ def plan(family: str, targets: Sequence[Target], hyper: dict[str, Any], mode: st
     per_layer = []
     for t in targets:
         try:
-            resolved = cls.resolve_hyper(t.in_features, t.out_features, **hyper)
+            resolved = cls.resolve_hyper(t.in_features, t.out_features, **overrides.get(t.name, hyper))
         except ValueError as err:
             raise ValueError(f"layer {t.name}: {err}") from None
         per_layer.append((t, resolved, layer_count(family, t, resolved, mode)))
-    first = per_layer[0][1] if per_layer else {}
-    shared = first if all(h == first for _, h, _ in per_layer) else dict(hyper)
-    return BudgetPlan(family, mode, shared, sum(n for *_, n in per_layer), per_layer)
+    free = [h for t, h, _ in per_layer if t.name not in overrides]
+    first = free[0] if free else {}
+    shared = first if all(h == first for h in free) else dict(hyper)
+    return BudgetPlan(family, mode, shared, sum(n for *_, n in per_layer), per_layer, overrides=dict(overrides))
 
 
 def solve(
-    family: str, targets: Sequence[Target], budget: int | str, mode: str = "lora", nearest: bool = False
+    family: str,
+    targets: Sequence[Target],
+    budget: int | str,
+    mode: str = "lora",
+    nearest: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> BudgetPlan:
     """Hyper-parameters whose total count is closest to ``budget`` without exceeding it
     (``nearest=True``: closest on either side, so a budget beyond the achievable range gets the
@@ -110,6 +134,23 @@ def solve(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; known: {', '.join(MODES)}")
     budget = parse_budget(budget)
+    overrides = overrides or {}
+    if overrides:  # the overridden layers' count is spent; the rest share the setting the solver picks
+        fixed = plan(family, [t for t in targets if t.name in overrides], {}, mode, overrides)
+        free = [t for t in targets if t.name not in overrides]
+        if not free or fixed.total >= budget:
+            if not free and (nearest or fixed.total <= budget):
+                result = plan(family, targets, {}, mode, overrides)
+                result.budget = budget
+                return result
+            raise BudgetError(
+                f"the per-layer settings alone take {fixed.total:,} parameters, leaving nothing of a budget of "
+                f"{budget:,} for the other {len(free)} layers"
+            )
+        solved = solve(family, free, budget - fixed.total, mode, nearest)
+        result = plan(family, targets, solved.hyper, mode, overrides)
+        result.budget = budget
+        return result
     cls = structure_family(family)
     # Candidates are complete, valid settings (the Structure contract), so each is counted by its closed form
     # once per distinct layer shape; the chosen one is resolved and checked by plan() below. A family with a

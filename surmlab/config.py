@@ -77,6 +77,10 @@ class SurmConfig:
     )
     dropout: float = field(default=0.0, metadata={"help": "dropout on the update's input in training (lora_dropout)"})
     init: str = field(default="zero", metadata={"help": f"update initialisation: {INITS}"})
+    hyper_pattern: dict[str, dict[str, Any]] | None = field(
+        default=None,
+        metadata={"help": "module suffix -> its own hyper-parameters (PEFT's rank_pattern), e.g. {'fc2': {'rank': 8}}"},
+    )
 
     def __post_init__(self) -> None:
         structure_family(self.family)  # raises on an unknown family, listing the known ones
@@ -107,6 +111,11 @@ class SurmConfig:
             raise ValueError(
                 f"target_modules must be a list of suffixes, a regex string, 'all-linear' or None; got {spec!r}"
             )
+        for suffix, setting in (self.hyper_pattern or {}).items():
+            if not (isinstance(suffix, str) and suffix and isinstance(setting, dict)):
+                raise ValueError(
+                    f"hyper_pattern[{suffix!r}] = {setting!r}: map module suffixes to hyper-parameter dicts"
+                )
         if not (is_real(self.alpha) and math.isfinite(self.alpha)):
             raise ValueError(f"alpha must be a finite number, got {self.alpha!r}")
 

@@ -32,6 +32,7 @@ from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
 from .layer import DEFAULT_ADAPTER, PACKED_WEIGHTS, SurmLinear, features, is_adaptable
+from .structures import family as structure_family
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
 CONFIG_FILE = "surm_config.json"
@@ -290,15 +291,51 @@ def _budget_targets(found: list[tuple[str, nn.Module, list[tuple[str, int, int]]
     ]
 
 
+def _layer_of(target: str) -> str:
+    """``fc[q]`` -> ``fc``: the layer a budget target (one row slice) belongs to."""
+    return target.split("[", 1)[0]
+
+
+def pattern_overrides(config: SurmConfig, targets: list[Target]) -> dict[str, dict[str, Any]]:
+    """Target name -> the setting of the ``hyper_pattern`` entry whose suffix its layer has (the longest wins);
+    a pattern that matches no targeted layer, or a setting a matched layer cannot take, is an error naming it."""
+    patterns = config.hyper_pattern or {}
+    cls = structure_family(config.family)
+    overrides = {}
+    for suffix in patterns:
+        hits = [t for t in targets if _ends_with(_layer_of(t.name), suffix)]
+        if not hits:
+            layers = sorted({_layer_of(t.name) for t in targets})
+            raise ValueError(
+                f"hyper_pattern {suffix!r} matches none of the targeted layers ({', '.join(layers[:6])}"
+                f"{', ...' if len(layers) > 6 else ''})"
+            )
+    for t in targets:
+        matched = [s for s in patterns if _ends_with(_layer_of(t.name), s)]
+        if not matched:
+            continue
+        suffix = max(matched, key=len)
+        try:
+            cls.resolve_hyper(t.in_features, t.out_features, **patterns[suffix])
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"hyper_pattern {suffix!r} = {patterns[suffix]} does not fit {t.name} "
+                f"({t.out_features}x{t.in_features}): {err}"
+            ) from None
+        overrides[t.name] = dict(patterns[suffix])
+    return overrides
+
+
 def plan_for(model: nn.Module, config: SurmConfig) -> BudgetPlan:
     """What ``inject`` would build: per-layer shapes, hyper-parameters and the exact count."""
     config = resolve_config(model, config)
     targets = _budget_targets(find_targets(model, config), config.mode)
+    overrides = pattern_overrides(config, targets)
     if config.budget is not None:
         if config.hyper:
             raise ValueError(f"give either hyper {config.hyper} or a budget ({config.budget}), not both")
-        return budget_mod.solve(config.family, targets, config.budget, config.mode, config.nearest)
-    return budget_mod.plan(config.family, targets, config.hyper, config.mode)
+        return budget_mod.solve(config.family, targets, config.budget, config.mode, config.nearest, overrides)
+    return budget_mod.plan(config.family, targets, config.hyper, config.mode, overrides)
 
 
 # -- inject / merge / unload ----------------------------------------------------------------------
@@ -410,16 +447,18 @@ def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) ->
             for p, _ in flags:
                 p.requires_grad_(False)
         for target, layer, slices in found:
+            # A layer named by hyper_pattern takes its setting (all row slices of a layer match alike).
+            hyper = next((h for t, h in plan.overrides.items() if _layer_of(t) == target), plan.hyper)
             if target in existing:
                 existing[target].add_adapter(
-                    name, config.family, plan.hyper, slices, config.alpha, config.product, config.dropout, config.init
+                    name, config.family, hyper, slices, config.alpha, config.product, config.dropout, config.init
                 )
                 added.append(existing[target])
                 continue
             surm = SurmLinear(
                 layer,
                 config.family,
-                plan.hyper,
+                hyper,
                 config.mode,
                 slices,
                 config.alpha,
