@@ -51,8 +51,9 @@ CSS = """
 .surm-readout table { font-size: 0.85rem; }
 footer { display: none !important; }
 @media (max-width: 640px) {
-  #history table { font-size: 0.72rem; }
-  #history th, #history td { padding: 2px 4px !important; }
+  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; }
+  #history table { font-size: 0.68rem; }
+  #history th, #history td { padding: 2px 3px !important; }
 }
 """
 # The Mode radios as one labelled group for screen readers (Gradio draws a plain label span).
