@@ -70,9 +70,14 @@ def is_transposed(layer: nn.Module) -> bool:
     return conv1d is not None and isinstance(layer, conv1d)
 
 
-def is_adaptable(layer: nn.Module) -> bool:
-    """The layers SurmLinear wraps: ``nn.Linear`` and Hugging Face ``Conv1D``."""
+def is_linear(layer: nn.Module) -> bool:
+    """``nn.Linear`` and Hugging Face ``Conv1D``: what ``all-linear`` and the presets reach."""
     return isinstance(layer, nn.Linear) or is_transposed(layer)
+
+
+def is_adaptable(layer: nn.Module) -> bool:
+    """The layers SurmLinear wraps: the linear ones and ``nn.Embedding`` (named explicitly)."""
+    return is_linear(layer) or isinstance(layer, nn.Embedding)
 
 
 DEFAULT_ADAPTER = "default"
@@ -107,7 +112,10 @@ class AdapterSlot(nn.Module):
 
 
 def features(layer: nn.Module) -> tuple[int, int]:
-    """``(out_features, in_features)`` of an adaptable layer, whatever its weight layout."""
+    """``(out_features, in_features)`` of an adaptable layer, whatever its weight layout; an embedding's table
+    ``(num_embeddings, embedding_dim)`` is the ``out x in`` matrix its update ``S`` has the shape of."""
+    if isinstance(layer, nn.Embedding):
+        return layer.num_embeddings, layer.embedding_dim
     if is_transposed(layer):
         return layer.nf, layer.weight.shape[0]
     return layer.out_features, layer.in_features
@@ -137,6 +145,10 @@ class SurmLinear(nn.Module):
         self.base_layer = base_layer
         self.mode, self.alpha, self.product, self.activation = mode, alpha, product, activation
         self.transposed = is_transposed(base_layer)
+        # An embedding's update is on its table: lookups read rows of W + sum_i alpha_i S_i (no input dropout).
+        self.embedding = isinstance(base_layer, nn.Embedding)
+        if self.embedding and mode != "lora":
+            raise ValueError("an nn.Embedding takes LoRA-mode updates (on its table), not adapter mode")
         self._out_features, self._in_features = features(base_layer)
         # Dropout on the update's input only (LoRA's lora_dropout); at 0 no module exists, so no RNG is drawn.
         self.dropout = nn.Dropout(dropout) if dropout else None
@@ -253,7 +265,7 @@ class SurmLinear(nn.Module):
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
+        return getattr(self.base_layer, "bias", None)  # an nn.Embedding has none
 
     # -- products ----------------------------------------------------------------------------------
     def _rows(
@@ -317,6 +329,8 @@ class SurmLinear(nn.Module):
         empty = x.numel() == 0
         if self.disabled:
             return base(x)
+        if self.embedding:
+            return self._embed(x)
         if self.active != (self.adapter_name,):
             return self._forward_stacked(x, empty)
         drop = self.dropout is not None and self.training
@@ -346,6 +360,14 @@ class SurmLinear(nn.Module):
         y = base(x)
         delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
         return torch.add(y, delta.to(y.dtype), alpha=self.alpha)  # no extra output-sized temporary
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Look ``ids`` up in the effective table ``W + sum alpha_i S_i`` (merged adapters are in ``W`` already)."""
+        base, weight = self.base_layer, self.base_layer.weight
+        for name in self.active:
+            if name not in self._merged_names:
+                weight = weight + self._stored_delta(name)
+        return F.embedding(ids, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq)
 
     def _forward_stacked(self, x: torch.Tensor, empty: bool) -> torch.Tensor:
         """Any other active set (none, several, or not the own adapter): ``W' x + sum_i alpha_i S_i x_i`` over the
@@ -407,6 +429,7 @@ class SurmLinear(nn.Module):
             self.adapter_name, self.active = DEFAULT_ADAPTER, (DEFAULT_ADAPTER,)
             self._merged_names = [DEFAULT_ADAPTER] if merged else []
             self._modules.setdefault("extra", nn.ModuleDict())
+        self.__dict__.setdefault("embedding", False)
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
         self.__dict__.setdefault("disabled", False)

@@ -31,7 +31,7 @@ from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
-from .layer import DEFAULT_ADAPTER, PACKED_WEIGHTS, SurmLinear, features, is_adaptable
+from .layer import DEFAULT_ADAPTER, PACKED_WEIGHTS, SurmLinear, features, is_adaptable, is_linear
 from .structures import family as structure_family
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
@@ -181,7 +181,7 @@ def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    return [n for n, m in plain_modules(model).items() if is_adaptable(m)]
+    return [n for n, m in plain_modules(model).items() if is_linear(m)]
 
 
 def output_layers(model: nn.Module) -> set[str]:
@@ -192,7 +192,7 @@ def output_layers(model: nn.Module) -> set[str]:
     output = get_output() if callable(get_output) else None
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}  # tying shares the Parameter
     for name, module in plain_modules(model).items():
-        if is_adaptable(module) and (module is output or id(module.weight) in embeddings):
+        if is_linear(module) and (module is output or id(module.weight) in embeddings):
             names.add(name)
     return names
 
@@ -251,7 +251,7 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
         if not is_adaptable(modules[name]):
             raise ValueError(
                 f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers (and transformers' "
-                "Conv1D) can be adapted"
+                "Conv1D, and nn.Embedding) can be adapted"
             )
         parent = modules[name.rpartition(".")[0]]
         if isinstance(parent, WEIGHT_READERS):

@@ -1,0 +1,87 @@
+"""Layer types beyond ``nn.Linear``: ``nn.Embedding`` (the update on its table, ``W + alpha S`` looked up),
+checked against the dense oracle of every family, through merge, the plain state dict, save/load, the budget
+solver and two named adapters."""
+
+import numpy as np
+import pytest
+import torch
+from oracles import ORACLES, oracle_dense
+from torch import nn
+
+from surmlab import SurmConfig, inject, load_adapter, merge, plan_for, save_adapter, set_adapter, unmerge
+from surmlab.structures import FAMILIES
+from surmlab.tuner import surm_layers
+
+FAMILY_NAMES = list(FAMILIES)
+TABLE = (32, 16)  # (num_embeddings, embedding_dim): S is 32 x 16
+
+
+class Tagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(*TABLE, padding_idx=0)
+        self.head = nn.Linear(TABLE[1], 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.embed(ids)))
+
+
+def fresh():
+    torch.manual_seed(0)
+    return Tagger()
+
+
+def table(layer, names):
+    """``W + sum_i alpha_i S_i`` in float64 from the families' definitions."""
+    w = layer.base_layer.weight.detach().double().clone()
+    for name in names:
+        slot = layer.slot(name)
+        w += slot.alpha * torch.from_numpy(oracle_dense(slot.updates["full"]))
+    return w
+
+
+def close(got, want, rtol=1e-5, atol=1e-6):
+    np.testing.assert_allclose(got.detach().double().numpy(), want.detach().double().numpy(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_embedding_update_on_the_table(family, tmp_path):
+    ids = torch.tensor([[0, 5, 31], [7, 7, 2]])
+    config = SurmConfig(family=family, target_modules=["embed"], budget=200, nearest=True, alpha=0.8)
+    plan = plan_for(fresh(), config)
+    assert plan.total == ORACLES[family].count(*TABLE, plan.per_layer[0][1])  # the closed form of the family table
+    model = inject(fresh(), config)
+    layer = surm_layers(model)["embed"]
+    with torch.no_grad():
+        for p in layer.updates.parameters():
+            p.normal_(0.0, 0.05)
+    want_table = table(layer, ["default"])
+    want = want_table[ids]
+    close(model.embed(ids), want)
+    plain = Tagger()
+    plain.load_state_dict(model.state_dict(), strict=False)  # the plain key holds the effective table
+    close(plain.embed(ids), want)
+    save_adapter(model, tmp_path)
+    close(load_adapter(fresh(), tmp_path).embed(ids), want)
+    pristine = layer.base_layer.weight.detach().clone()
+    merge(model)
+    close(layer.base_layer.weight, want_table)
+    close(model.embed(ids), want)
+    unmerge(model)
+    torch.testing.assert_close(layer.base_layer.weight, pristine, rtol=0, atol=1e-6)
+
+
+def test_two_adapters_on_an_embedding_add_up():
+    model = fresh()
+    inject(model, SurmConfig(family="lowrank", target_modules=["embed"], hyper={"rank": 2}), name="a")
+    inject(
+        model, SurmConfig(family="circulant", target_modules=["embed"], hyper={"block_size": 8}, alpha=0.5), name="b"
+    )
+    layer = surm_layers(model)["embed"]
+    with torch.no_grad():
+        for name in ("a", "b"):
+            for p in layer.slot(name).updates.parameters():
+                p.normal_(0.0, 0.05)
+    set_adapter(model, ["a", "b"])
+    ids = torch.tensor([1, 9, 30])
+    close(model.embed(ids), table(layer, ["a", "b"])[ids])
