@@ -81,6 +81,13 @@ def _check(model: nn.Module, rank: int | None, energy: float | None) -> dict[str
                 f"{name} is an adapter-mode layer (h + act(S h) + b), which no LoRA adapter can express; "
                 "export_lora takes lora-mode models"
             )
+        if layer.adapter_names != [layer.adapter_name] or layer.active != (layer.adapter_name,):
+            raise ValueError(
+                f"{name} holds adapters {layer.adapter_names} (active: {list(layer.active)}); export_lora takes "
+                "one adapter: delete_adapter() the others first"
+            )
+        if layer.embedding:
+            raise ValueError(f"{name} is an nn.Embedding; export_lora writes LoRA for linear layers only")
         limit = min(layer.out_features, layer.in_features)
         if rank is not None and rank > limit:
             raise ValueError(

@@ -17,6 +17,7 @@ from surmlab import (
     SurmConfig,
     delete_adapter,
     disable_adapter,
+    export_lora,
     inject,
     load_adapter,
     merge,
@@ -238,3 +239,10 @@ def test_merged_models_refuse_changes_of_the_active_set():
         delete_adapter(model, "b")
     unload(model, merge=True)
     assert type(model.fc1) is nn.Linear
+
+
+def test_export_lora_takes_one_adapter(tmp_path):
+    model = two_adapters("lowrank", "circulant")
+    with pytest.raises(ValueError, match=re.escape("fc1 holds adapters ['a', 'b'] (active: ['a'])")):
+        export_lora(model, tmp_path)
+    assert not any(tmp_path.iterdir())
