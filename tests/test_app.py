@@ -168,6 +168,10 @@ def test_nearest_and_the_feasible_counts_next_to_a_budget(tmp_path):
     assert (job.config.budget, job.config.hyper) == (None, {"rank": 6, "lora_alpha": 12.0})
     run = wait_for(lambda: (lab.jobs.poll(), lab.jobs.find(job.id).status == "completed")[1], what="the run")
     assert run and RunDir(lab.jobs.find(job.id).run_dir).summary().trainable_params == 3072 + 130  # + head
+    archive, message = lab.adapter_zip(Path(lab.jobs.find(job.id).run_dir).name)  # the download: an export
+    names = zipfile.ZipFile(archive).namelist()
+    assert {"labels.json", "run_config.json", "adapter/surm_model.safetensors"} <= set(names), names
+    assert "labels.json" in message
     lab.jobs.close()
 
 
@@ -472,8 +476,8 @@ def test_a_local_backbone_folder_is_fenced_by_the_data_roots(tmp_path):
 def test_download_delete_and_compare(tmp_path):
     lab = Lab(tmp_path)
     run = fake_run(tmp_path, "20250101-000000-a")
-    archive, message = lab.adapter_zip(run.name)
-    assert archive and zipfile.ZipFile(archive).namelist() == ["adapter_config.json"] and run.name in message
+    archive, message = lab.adapter_zip(run.name)  # a planted folder without config.json: nothing to export
+    assert archive is None and message.startswith(f"Could not export {run.name}")
     assert lab.adapter_zip("../etc") == (None, "Choose a run.")
     assert "no saved adapter" in lab.adapter_zip(fake_run(tmp_path, "20250101-000001-b", adapter=False).name)[1]
     figure = lab.compare([run.name, "not-a-run"])
@@ -498,8 +502,8 @@ def test_download_never_follows_a_link_out_of_the_run(tmp_path):
     weights = RunDir(nested).final_dir.name  # final/ (adapter/ in older run folders)
     (nested / weights / "extra").mkdir()
     (nested / weights / "extra" / "notes.txt").write_text("fine")
-    archive, message = lab.adapter_zip(nested.name)
-    assert sorted(zipfile.ZipFile(archive).namelist()) == ["adapter_config.json", "extra/notes.txt"], message
+    archive, message = lab.adapter_zip(nested.name)  # no config.json: no export (but no refusal either)
+    assert archive is None and message.startswith("Could not export"), message
 
     planted = {}
     run = fake_run(runs, "20250101-000001-link")
@@ -525,7 +529,7 @@ def test_download_never_follows_a_link_out_of_the_run(tmp_path):
         archive, message = lab.adapter_zip(name)
         assert archive is None and message.startswith("Not served: ") and why in message, (name, message)
     served = [zipfile.ZipFile(p).read(n) for p in lab.downloads.glob("*.zip") for n in zipfile.ZipFile(p).namelist()]
-    assert b"TOP SECRET" not in served and len(served) == 2  # only the honest run's two files ever left
+    assert b"TOP SECRET" not in served and not served  # nothing ever left
 
 
 def test_the_page_builds_and_launch_defaults_are_safe(tmp_path, capsys):
@@ -632,3 +636,22 @@ def test_a_notebook_runs_through_papermill_with_progress_and_figures(tmp_path):
     assert p.cells == p.executed == len(code) and p.figures  # every code cell ran; figures read back
     assert "max_steps = 2" in "".join("".join(c["source"]) for c in code)  # the parameter reached the kernel
     assert parse_params("a = 1\nb = 'x'\n\nc = [1, 2]") == {"a": 1, "b": "x", "c": [1, 2]}
+
+
+def test_a_data_files_columns_are_checked_in_the_readout_before_start(tmp_path):
+    """A review,sentiment CSV: the default columns are refused in the readout and at Start, naming the
+    file and its columns; the right columns pass; an upload folder is readable whatever the roots."""
+    lab = Lab(tmp_path, data_roots=[tmp_path / "elsewhere"])
+    uploads = tmp_path / ".surmlab-app" / "uploads"
+    uploads.mkdir(parents=True)
+    rows = "".join(f"text number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+    (uploads / "r.csv").write_text("review,sentiment\n" + rows)
+    form = Form(**{**TINY, "task": f"csv:{uploads / 'r.csv'}"})
+    refused = lab.plan(form)
+    assert not refused.ok and "column 'text' not found in r.csv" in refused.message and "review" in refused.message
+    assert "column 'text' not found" in lab.start(form) and lab.jobs.snapshot().current is None
+    right = lab.plan(replace(form, text_column="review", label_column="sentiment"))
+    assert right.ok, right.message
+    missing = lab.plan(replace(form, task=f"csv:{uploads / 'gone.csv'}"))
+    assert not missing.ok and "gone.csv" in missing.message
+    lab.jobs.close()

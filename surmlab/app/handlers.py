@@ -18,13 +18,14 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..data.uploads import check_columns
 from ..methods import method_info
 from ..models import list_backbones
 from ..runs import RunDir, RunStatus, RunSummary, list_runs
 from ..train import TrainConfig
 from . import plots
-from .download import UnsafeFolder, zip_folder
-from .jobs import JobManager, JobRecord
+from .download import UnsafeFolder, export_zip
+from .jobs import APP_DIR, JobManager, JobRecord
 from .readout import (
     BudgetReadout,
     Feasible,
@@ -334,7 +335,8 @@ class Lab:
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         roots = data_roots if data_roots else [Path.cwd(), self.runs_dir]
-        self.data_roots = [Path(r).expanduser().resolve() for r in roots]
+        uploads = self.runs_dir / APP_DIR / "uploads"  # the Data tab's uploads: readable whatever the roots
+        self.data_roots = list(dict.fromkeys(Path(r).expanduser().resolve() for r in [*roots, uploads]))
         self.jobs = jobs or JobManager(self.runs_dir)
         self.readout = BudgetReadout()
         self.metrics = MetricsCache()
@@ -346,6 +348,9 @@ class Lab:
         """The budget readout for the form (never raises)."""
         try:
             check_backbone_path(form.backbone or "", self.data_roots)
+            check_data_path((form.task or "").strip(), self.data_roots)  # first: no header read outside them
+            columns = (form.text_column, form.label_column, form.text_pair_column)
+            check_columns((form.task or "").strip(), *((c or "").strip() or None for c in columns))
             hyper = form.hyper_value() if method_info_or_none(form.method) else {}
         except ValueError as err:
             return Readout(False, str(err))
@@ -599,14 +604,14 @@ class Lab:
         if not path.is_symlink() and not adapter.is_symlink() and (not adapter.is_dir() or not any(adapter.iterdir())):
             status = read_summary(path).status or "unknown"
             return None, f"{name} has no saved adapter (status: {status})."
-        archive = self.downloads / f"{name}-adapter.zip"
-        try:
-            files = zip_folder(path, adapter.name, archive)
+        archive = self.downloads / f"{name}-export.zip"
+        try:  # the adapter once, label names, run config, and a merged / PEFT copy where the method allows
+            files = export_zip(path, archive)
         except UnsafeFolder as err:
             log.warning("download refused: %s", err)
             return None, f"Not served: {err}."
-        except OSError as err:  # deleted while zipping
-            return None, f"Could not read the adapter of {name}: {err.strerror or err}."
+        except (OSError, ValueError) as err:  # deleted while zipping, or a run export cannot read
+            return None, f"Could not export {name}: {getattr(err, 'strerror', None) or err}."
         return str(archive), f"Adapter of {name}: {', '.join(sorted(files))}."
 
     def delete(self, name: str | None, confirmed: str | None = None) -> str:

@@ -326,9 +326,10 @@ def build(lab: Lab) -> gr.Blocks:
 
         # -- the form and its readout ------------------------------------------------------------------
         plan_keys = ("backbone", "task", "method", "mode", "budget", "targets", "hyper", "nearest")
+        plan_keys += ("text_column", "label_column", "text_pair_column")
         plan_inputs = {k: form[k] for k in plan_keys}
 
-        def on_plan(backbone, task, method, mode, budget, targets, hyper, nearest, preset):
+        def on_plan(backbone, task, method, mode, budget, targets, hyper, nearest, preset, **columns):
             form = Form(
                 backbone=backbone,
                 task=task,
@@ -338,6 +339,7 @@ def build(lab: Lab) -> gr.Blocks:
                 targets=targets,
                 hyper=hyper,
                 nearest=bool(nearest),
+                **columns,
             )
             first = lab.plan(form)
             text = (targets or "").strip()
@@ -369,7 +371,8 @@ def build(lab: Lab) -> gr.Blocks:
                 trigger_mode="always_last",
                 show_progress="minimal",
             )
-        for event in (targets.submit, targets.blur, hyper.submit, hyper.blur):
+        columns = (text_column, label_column, text_pair_column)
+        for event in (targets.submit, targets.blur, hyper.submit, hyper.blur, *(c.change for c in columns)):
             event(
                 on_plan,
                 inputs_kwargs=plan_kwargs,
