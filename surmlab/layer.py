@@ -153,6 +153,9 @@ class SurmLinear(nn.Module):
         # Dropout on the update's input only (LoRA's lora_dropout); at 0 no module exists, so no RNG is drawn.
         self.dropout = nn.Dropout(dropout) if dropout else None
         self.merged = False
+        # Set for a layer whose parent reads ``.weight`` instead of calling it (nn.MultiheadAttention's out_proj):
+        # ``weight`` is then the effective ``W + sum alpha_i S_i`` (differentiable), which is what the parent uses.
+        self.read_by_parent = False
         self.disabled = False  # surmlab.disable_adapter: the forward computes the base layer alone
         # merge()/unmerge() change the base weight in place; a forward in another thread must see the
         # weight and the ``merged`` flag change together, so both sides hold this lock.
@@ -261,7 +264,13 @@ class SurmLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:  # code that reads layer.weight (e.g. dtype probes) keeps working
-        return self.base_layer.weight
+        weight = self.base_layer.weight
+        if not self.read_by_parent or self.disabled:
+            return weight
+        for name in self.active:
+            if name not in self._merged_names:
+                weight = weight + self._stored_delta(name)
+        return weight
 
     @property
     def bias(self) -> torch.Tensor | None:
@@ -430,6 +439,7 @@ class SurmLinear(nn.Module):
             self._merged_names = [DEFAULT_ADAPTER] if merged else []
             self._modules.setdefault("extra", nn.ModuleDict())
         self.__dict__.setdefault("embedding", False)
+        self.__dict__.setdefault("read_by_parent", False)
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
         self.__dict__.setdefault("disabled", False)

@@ -163,7 +163,15 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
 
 # Modules that read a child Linear's ``.weight`` directly (fused attention kernels, the encoder layer's
 # inference fast path) instead of calling it: a wrapped child would be bypassed without a word.
-WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.MultiheadAttention, nn.TransformerEncoderLayer)
+WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.TransformerEncoderLayer,)
+# Children read through ``.weight`` that a SurmLinear serves its effective weight to (``read_by_parent``).
+READ_THROUGH_WEIGHT: tuple[tuple[type[nn.Module], str], ...] = ((nn.MultiheadAttention, "out_proj"),)
+
+
+def read_by_parent(model: nn.Module, name: str) -> bool:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return any(isinstance(parent, cls) and child == attr for cls, attr in READ_THROUGH_WEIGHT)
 
 
 def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -468,6 +476,7 @@ def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) ->
                 config.init,
                 adapter_name=name,
             )
+            surm.read_by_parent = read_by_parent(model, target)
             set_module(model, target, surm)
             wrapped.append((target, layer))
         for suffix in config.modules_to_save or []:

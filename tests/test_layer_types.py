@@ -85,3 +85,51 @@ def test_two_adapters_on_an_embedding_add_up():
     set_adapter(model, ["a", "b"])
     ids = torch.tensor([1, 9, 30])
     close(model.embed(ids), table(layer, ["a", "b"])[ids])
+
+
+# -- nn.MultiheadAttention.out_proj: the parent reads .weight, so .weight is the effective one ----------------
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def attention():
+    torch.manual_seed(1)
+    return Attention()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_multihead_attention_out_proj(family, tmp_path):
+    x = torch.randn(2, 5, 16)
+    config = SurmConfig(family=family, target_modules=["attn.out_proj"], budget=120, nearest=True)
+    plan = plan_for(attention(), config)
+    assert plan.total == ORACLES[family].count(16, 16, plan.per_layer[0][1])
+    model = inject(attention(), config)
+    layer = surm_layers(model)["attn.out_proj"]
+    with torch.no_grad():
+        for p in layer.updates.parameters():
+            p.normal_(0.0, 0.05)
+    # Oracle: a plain MultiheadAttention whose out_proj weight is W + S from the family's definition.
+    plain = attention()
+    with torch.no_grad():
+        plain.attn.out_proj.weight.copy_(table(layer, ["default"]).float())
+    want = plain(x)
+    close(model(x), want, rtol=1e-4, atol=1e-5)
+    model(x).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.updates.parameters())
+    model.eval()
+    with torch.no_grad():  # the inference fast path reads the same weight
+        close(model(x), want, rtol=1e-4, atol=1e-5)
+    save_adapter(model, tmp_path)
+    close(load_adapter(attention(), tmp_path)(x), want, rtol=1e-4, atol=1e-5)
+    merge(model)
+    close(model(x), want, rtol=1e-4, atol=1e-5)
+    plain_reload = attention()
+    plain_reload.load_state_dict(model.state_dict(), strict=False)
+    close(plain_reload(x), want, rtol=1e-4, atol=1e-5)
