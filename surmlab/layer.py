@@ -77,7 +77,7 @@ def is_linear(layer: nn.Module) -> bool:
 
 def is_adaptable(layer: nn.Module) -> bool:
     """The layers SurmLinear wraps: the linear ones and ``nn.Embedding`` (named explicitly)."""
-    return is_linear(layer) or isinstance(layer, nn.Embedding)
+    return is_linear(layer) or isinstance(layer, nn.Embedding | nn.Conv2d)
 
 
 DEFAULT_ADAPTER = "default"
@@ -116,6 +116,8 @@ def features(layer: nn.Module) -> tuple[int, int]:
     ``(num_embeddings, embedding_dim)`` is the ``out x in`` matrix its update ``S`` has the shape of."""
     if isinstance(layer, nn.Embedding):
         return layer.num_embeddings, layer.embedding_dim
+    if isinstance(layer, nn.Conv2d):  # S acts on the flattened kernel: out x (in / groups * kh * kw)
+        return layer.out_channels, layer.weight[0].numel()
     if is_transposed(layer):
         return layer.nf, layer.weight.shape[0]
     return layer.out_features, layer.in_features
@@ -147,8 +149,11 @@ class SurmLinear(nn.Module):
         self.transposed = is_transposed(base_layer)
         # An embedding's update is on its table: lookups read rows of W + sum_i alpha_i S_i (no input dropout).
         self.embedding = isinstance(base_layer, nn.Embedding)
-        if self.embedding and mode != "lora":
-            raise ValueError("an nn.Embedding takes LoRA-mode updates (on its table), not adapter mode")
+        # A Conv2d's update is on its flattened kernel (out x in*kh*kw): the convolution runs with W + sum alpha_i S_i.
+        self.conv = isinstance(base_layer, nn.Conv2d)
+        if (self.embedding or self.conv) and mode != "lora":
+            kind = type(base_layer).__name__
+            raise ValueError(f"an {kind} takes LoRA-mode updates (on its weight), not adapter mode")
         self._out_features, self._in_features = features(base_layer)
         # Dropout on the update's input only (LoRA's lora_dropout); at 0 no module exists, so no RNG is drawn.
         self.dropout = nn.Dropout(dropout) if dropout else None
@@ -303,7 +308,8 @@ class SurmLinear(nn.Module):
     def _stored_delta(self, name: str | None = None) -> torch.Tensor:
         """``alpha * S`` in the base weight's own layout and dtype (transposed for a ``Conv1D``)."""
         delta = self.delta_weight(name)
-        return (delta.T if self.transposed else delta).to(self.base_layer.weight.dtype)
+        weight = self.base_layer.weight
+        return (delta.T if self.transposed else delta).reshape(weight.shape).to(weight.dtype)
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The base layer's map with ``weight`` (in its stored layout) in place of its own."""
@@ -340,6 +346,8 @@ class SurmLinear(nn.Module):
             return base(x)
         if self.embedding:
             return self._embed(x)
+        if self.conv:
+            return self.base_layer._conv_forward(x, self._effective_weight(), self.base_layer.bias)
         if self.active != (self.adapter_name,):
             return self._forward_stacked(x, empty)
         drop = self.dropout is not None and self.training
@@ -370,12 +378,17 @@ class SurmLinear(nn.Module):
         delta = self._rows({name: update(x) for name, update in self.updates.items()}, x)
         return torch.add(y, delta.to(y.dtype), alpha=self.alpha)  # no extra output-sized temporary
 
-    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Look ``ids`` up in the effective table ``W + sum alpha_i S_i`` (merged adapters are in ``W`` already)."""
-        base, weight = self.base_layer, self.base_layer.weight
+    def _effective_weight(self) -> torch.Tensor:
+        """``W + sum alpha_i S_i`` over the active adapters not merged into ``W`` (differentiable)."""
+        weight = self.base_layer.weight
         for name in self.active:
             if name not in self._merged_names:
                 weight = weight + self._stored_delta(name)
+        return weight
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Look ``ids`` up in the effective table ``W + sum alpha_i S_i`` (merged adapters are in ``W`` already)."""
+        base, weight = self.base_layer, self._effective_weight()
         return F.embedding(ids, weight, base.padding_idx, base.max_norm, base.norm_type, base.scale_grad_by_freq)
 
     def _forward_stacked(self, x: torch.Tensor, empty: bool) -> torch.Tensor:
@@ -440,6 +453,7 @@ class SurmLinear(nn.Module):
             self._modules.setdefault("extra", nn.ModuleDict())
         self.__dict__.setdefault("embedding", False)
         self.__dict__.setdefault("read_by_parent", False)
+        self.__dict__.setdefault("conv", False)
         self._merge_lock = threading.RLock()
         self.__dict__.setdefault("_warned_merged", False)
         self.__dict__.setdefault("disabled", False)

@@ -259,7 +259,7 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
         if not is_adaptable(modules[name]):
             raise ValueError(
                 f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers (and transformers' "
-                "Conv1D, and nn.Embedding) can be adapted"
+                "Conv1D, nn.Embedding and nn.Conv2d) can be adapted"
             )
         parent = modules[name.rpartition(".")[0]]
         if isinstance(parent, WEIGHT_READERS):

@@ -33,7 +33,7 @@ def fresh():
 
 def table(layer, names):
     """``W + sum_i alpha_i S_i`` in float64 from the families' definitions."""
-    w = layer.base_layer.weight.detach().double().clone()
+    w = layer.base_layer.weight.detach().double().reshape(layer.out_features, -1).clone()  # a kernel: flattened
     for name in names:
         slot = layer.slot(name)
         w += slot.alpha * torch.from_numpy(oracle_dense(slot.updates["full"]))
@@ -133,3 +133,48 @@ def test_multihead_attention_out_proj(family, tmp_path):
     plain_reload = attention()
     plain_reload.load_state_dict(model.state_dict(), strict=False)
     close(plain_reload(x), want, rtol=1e-4, atol=1e-5)
+
+
+# -- nn.Conv2d: S acts on the flattened kernel, out x (in / groups * kh * kw) ----------------------------------
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, padding=1)
+        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)  # MobileNetV2's kind: S is 8 x 9
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.depthwise(torch.tanh(self.conv(x)))
+
+
+def convnet():
+    torch.manual_seed(2)
+    return ConvNet()
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_conv2d_update_on_the_flattened_kernel(family, tmp_path):
+    x = torch.randn(2, 4, 6, 6)
+    config = SurmConfig(family=family, target_modules=["conv"], budget=150, nearest=True)
+    plan = plan_for(convnet(), config)
+    assert plan.total == ORACLES[family].count(8, 36, plan.per_layer[0][1])
+    model = inject(convnet(), config)
+    layer = surm_layers(model)["conv"]
+    with torch.no_grad():
+        for p in layer.updates.parameters():
+            p.normal_(0.0, 0.05)
+    # Oracle: the plain net with the kernel W + S (S from the family's definition, reshaped to out x in x kh x kw).
+    plain = convnet()
+    with torch.no_grad():
+        plain.conv.weight.copy_(table(layer, ["default"]).float().view(8, 4, 3, 3))
+    want = plain(x)
+    close(model(x), want, rtol=1e-4, atol=1e-5)
+    save_adapter(model, tmp_path)
+    close(load_adapter(convnet(), tmp_path)(x), want, rtol=1e-4, atol=1e-5)
+    reloaded = convnet()
+    reloaded.load_state_dict(model.state_dict(), strict=False)
+    close(reloaded(x), want, rtol=1e-4, atol=1e-5)
+    merge(model)
+    close(model.conv.base_layer.weight, plain.conv.weight, rtol=1e-5, atol=1e-6)
+    close(model(x), want, rtol=1e-4, atol=1e-5)
