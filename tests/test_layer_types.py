@@ -178,3 +178,31 @@ def test_conv2d_update_on_the_flattened_kernel(family, tmp_path):
     merge(model)
     close(model.conv.base_layer.weight, plain.conv.weight, rtol=1e-5, atol=1e-6)
     close(model(x), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["circulant", "lowrank"])
+def test_conv2d_on_timm_mobilenetv2(family):
+    """The real MobileNetV2 architecture (timm, random weights: none ship offline): every 1x1 and 3x3 conv of
+    the first blocks adapted; the output equals the plain network holding the oracle's kernels."""
+    import timm
+
+    torch.manual_seed(3)
+    base = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=3).eval()
+    plain = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=3).eval()
+    plain.load_state_dict(base.state_dict())
+    targets = r"blocks\.[01]\.\d\.conv_(pw|dw|pwl)"
+    model = inject(base, SurmConfig(family=family, target_modules=targets, budget=2000, nearest=True))
+    layers = surm_layers(model)
+    assert len(layers) == 8
+    with torch.no_grad():
+        for name, layer in layers.items():
+            for p in layer.updates.parameters():
+                p.normal_(0.0, 0.05)
+            kernel = plain.get_submodule(name).weight
+            kernel.copy_(table(layer, ["default"]).float().view_as(kernel))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = plain(x)
+        close(model(x), want, rtol=1e-4, atol=1e-5)
+        merge(model)
+        close(model(x), want, rtol=1e-4, atol=1e-5)
