@@ -3,6 +3,7 @@
 import base64
 import re
 import struct
+import sys
 
 import plotly.graph_objects as go
 import pytest
@@ -111,3 +112,14 @@ def test_a_live_kernel_has_sliders_and_plain_bars_a_stored_notebook_plain_values
     assert [o.get("text") for o in stored] == [
         "rank=2 (change them in the call, or in a live Jupyter kernel these are sliders)\nrank 2\n"
     ]
+
+
+def test_explore_without_ipywidgets_says_what_to_install(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ipywidgets.py").write_text("raise ImportError('ipywidgets is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ipywidgets", raising=False)
+    explore(lambda budget="50k": print("picked", budget), budget=["20k", "50k"])
+    assert capsys.readouterr().out == (
+        "budget='50k' (change them in the call, or sliders for these values need ipywidgets: "
+        "pip install 'surmlab[notebooks]')\npicked 50k\n"
+    )
