@@ -168,7 +168,7 @@ def test_train_watch_tradeoff_stop_in_a_browser(app):
             expect(history).to_contain_text("stopped")
             history.get_by_text("stopped", exact=True).click()  # pick the run: its adapter is ready to download
             expect(
-                page.get_by_text(re.compile(r"Adapter of .*: adapter/surm_config.json, adapter/surm_model.safetensors"))
+                page.get_by_text(re.compile(r"Adapter of .*adapter/surm_model.safetensors.*labels.json"))
             ).to_be_visible()
             expect(page.get_by_role("button", name="Download adapter")).to_be_enabled()
             page.screenshot(path=SHOTS / "04-stopped.png", full_page=True)

@@ -242,7 +242,7 @@ class JobManager:
             self._apply_stop(current)
             self._save()
             if current.run_dir:
-                return "Stop requested: the run finishes its current step, saves its adapter and stops."
+                return "Stop requested: the run finishes its current step, evaluates, saves its adapter and stops."
             return "Stop requested: the run stops (and saves) right after it starts."
 
     def cancel_pending(self) -> str:
