@@ -566,7 +566,10 @@ def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contex
                 every = config.eval_every or steps_per_epoch
                 if stopping or state.step % every == 0 or state.step == total_steps:
                     losses.check(state)
-                    metrics = kind.evaluate(model, eval_loader, acc, task)
+                    # evaluation draws nothing from the training RNG (a DataLoader draws its base seed), so
+                    # when and how often a run evaluates never changes its dropout or data order
+                    with torch.random.fork_rng(devices=[acc.device] if acc.device.type == "cuda" else []):
+                        metrics = kind.evaluate(model, eval_loader, acc, task)
                     state.history.append({"step": state.step, "epoch": state.epoch, **metrics})
                     evaluated = {f"eval_{k}": v for k, v in metrics.items()}
                     log.write({"step": state.step, "epoch": state.epoch, **evaluated}, "eval")
