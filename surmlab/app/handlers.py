@@ -335,8 +335,10 @@ class Lab:
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         roots = data_roots if data_roots else [Path.cwd(), self.runs_dir]
+        self.data_roots = [Path(r).expanduser().resolve() for r in roots]
         uploads = self.runs_dir / APP_DIR / "uploads"  # the Data tab's uploads: readable whatever the roots
-        self.data_roots = list(dict.fromkeys(Path(r).expanduser().resolve() for r in [*roots, uploads]))
+        if _outside_roots(uploads, self.data_roots):
+            self.data_roots.append(uploads.resolve())
         self.jobs = jobs or JobManager(self.runs_dir)
         self.readout = BudgetReadout()
         self.metrics = MetricsCache()
