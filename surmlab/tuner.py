@@ -747,11 +747,21 @@ def _adapter_state(model: nn.Module, adapter: str | None = None) -> dict[str, to
         for key, value in slot.named_parameters():
             if not key.startswith(("base_layer.", "extra.")):
                 state[f"{name}.{key}"] = value
+        state.update(_adapter_buffers(name, slot))
     for suffix in config.modules_to_save or []:
         for name in find_suffix(model, suffix):
             for key, value in model.get_submodule(name).state_dict().items():
                 state[f"{name}.{key}"] = value
     return state
+
+
+def _adapter_buffers(name: str, slot: nn.Module) -> dict[str, torch.Tensor]:
+    """The fixed data each update declares for the adapter file (``Structure.adapter_buffers``)."""
+    return {
+        f"{name}.updates.{slice_name}.{buffer}": getattr(update, buffer)
+        for slice_name, update in slot.updates.items()
+        for buffer in type(update).adapter_buffers
+    }
 
 
 def backbone_name(model: nn.Module) -> str:
@@ -782,7 +792,7 @@ def save_adapter(model: nn.Module, path: str | Path, name: str | None = None) ->
         "backbone": backbone_name(model),
         "layers": {t.name: [t.out_features, t.in_features] for t, _, _ in record.plan.per_layer},
         "tensors": {k: list(v.shape) for k, v in state.items()},
-        "trainable_parameters": sum(v.numel() for v in state.values()),
+        "trainable_parameters": sum(v.numel() for v in state.values() if v.is_floating_point()),
         "labels": label_names(model),
         "budget": record.plan.budget,  # what the solver was asked for
     }
@@ -945,9 +955,17 @@ def _load_into_bare(
                 f"adapter tensor {key} has shape {list(value.shape)} but this {backbone} expects "
                 f"{list(own[key].shape)} (saved for another model size or number of classes?)"
             )
-    missing = sorted(set(own) - set(state))
+    buffers = {k for layer_name, layer in surm_layers(model).items() if name in layer.adapter_names
+               for k in _adapter_buffers(layer_name, layer.slot(name))}  # fmt: skip
+    missing = sorted(set(own) - set(state) - buffers)  # an older file without a buffer: the seed's draw stands
     if missing:
         raise ValueError(f"adapter in {path} lacks tensors {missing[:5]}")
+    for key in buffers & set(state):
+        update_name, buffer = key.rsplit(".", 1)
+        try:
+            model.get_submodule(update_name).check_adapter_buffer(buffer, state[key])
+        except ValueError as err:
+            raise ValueError(f"adapter tensor {key} in {path}: {err}") from None
     with torch.no_grad():
         for key, value in state.items():
             own[key].copy_(value.to(own[key].dtype))
