@@ -292,6 +292,14 @@ def test_train_then_predict_on_the_command_line_merged_or_not(tmp_path, capsys):
     assert len(tokens) == 2 and all(tokens)
     assert cli(["predict", str(run), "hi", "--top-p", "0"]) == 2
     assert "top_p must be in (0, 1], got 0.0" in capsys.readouterr().err
+    # the app's Try it tab replies with what ``surmlab predict`` generates, instead of classifying
+    from surmlab.app.handlers import Lab
+    from surmlab.app.use_tab import Loaded, on_try
+
+    probabilities, message = on_try(Lab(runs, jobs=object()), Loaded(), run.name, "final", PROBLEM, None)
+    (reply,) = generate_from_run(run, [PROBLEM], GenerationOptions())
+    said = reply.text or f"(an empty reply: {len(reply.tokens)} special tokens)"  # a random stand-in may say nothing
+    assert probabilities is None and message.endswith("\n\n" + said)
 
 
 def test_gsm8k_rows_keep_the_worked_solution_and_take_the_number_after_the_marks():

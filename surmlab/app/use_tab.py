@@ -50,7 +50,7 @@ def run_path(lab: Any, name: str | None) -> Path | None:
 
 
 def on_try(lab: Any, cache: Loaded, name: str | None, weights: str, text: str | None, image: str | None):
-    """(class -> probability for ``gr.Label``, message)."""
+    """(class -> probability for ``gr.Label``, message); a decoder run's reply is the message."""
     path = run_path(lab, name)
     if path is None:
         return None, "Choose a run."
@@ -59,6 +59,14 @@ def on_try(lab: Any, cache: Loaded, name: str | None, weights: str, text: str | 
         return None, "Type a sentence or drop an image."
     try:
         backbone, prepared, saved = cache.get(path, weights == "best")
+        if saved.task.modality == "lm":  # a decoder run replies (greedy, as ``surmlab predict`` does by default)
+            if image:
+                return None, f"{name} is a language model: give it text."
+            from ..lm.generate import GenerationOptions, generate
+
+            (reply,) = generate(prepared.model, backbone.tokenizer, [item], GenerationOptions())
+            said = reply.text or f"(an empty reply: {len(reply.tokens)} special tokens)"
+            return None, f"**Reply** ({weights} weights of {name}):\n\n{said}"
         if (backbone.modality == "image") != bool(image):
             want = "an image" if backbone.modality == "image" else "text"
             return None, f"{name} classifies {want}: give it {want}."
