@@ -47,6 +47,7 @@ WHAT_TO_TRAIN = (
     "mode",
     "budget",
     "hyper",
+    "hyper_pattern",
     "targets",
     "data_dir",
     "text_column",
@@ -60,11 +61,15 @@ WHAT_TO_TRAIN = (
 # TrainConfig fields deliberately without a flag (none: every field can be set on the command line).
 INTERNAL: tuple[str, ...] = ()
 # The fields ``surmlab budget`` shares with ``surmlab train``.
-BUDGET_OPTIONS = ("backbone", "method", "mode", "budget", "hyper", "targets")
+BUDGET_OPTIONS = ("backbone", "method", "mode", "budget", "hyper", "hyper_pattern", "targets")
 
 
 def _hyper(text: str | None) -> dict[str, Any]:
     return json_object("--hyper", text, '{"block_size": 64}') if text else {}
+
+
+def _hyper_pattern(text: str | None) -> dict[str, Any]:
+    return json_object("--hyper-pattern", text, '{"value": {"block_size": 32}}') if text else {}
 
 
 def _targets(values: list[str] | None) -> list[str] | str | None:
@@ -79,7 +84,12 @@ def _budget(text: str | None) -> int | str | None:
     return int(text) if isinstance(text, str) and text.isdigit() else text
 
 
-CONVERTERS: dict[str, Callable[[Any], Any]] = {"hyper": _hyper, "targets": _targets, "budget": _budget}
+CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "hyper": _hyper,
+    "hyper_pattern": _hyper_pattern,
+    "targets": _targets,
+    "budget": _budget,
+}
 
 
 def _known_names() -> dict[str, str]:

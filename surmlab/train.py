@@ -153,6 +153,7 @@ def build_method(config: TrainConfig, backbone: Backbone, nearest: bool = False)
         head=backbone.head,
         budget=config.budget,
         hyper=config.hyper or None,
+        hyper_pattern=config.hyper_pattern or None,
         mode=config.mode,
         targets=config.targets,
         alpha=config.alpha,

@@ -45,6 +45,13 @@ class TrainConfig:
         default_factory=dict,
         metadata={"help": 'explicit hyper-parameters instead of a budget, e.g. {"block_size": 64}'},
     )
+    hyper_pattern: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "per-layer settings of surm-* and lora by module suffix (PEFT's rank_pattern); the budget "
+            'solver sizes the other layers, e.g. {"attention.self.value": {"block_size": 32}}'
+        },
+    )
     targets: list[str] | str | None = field(
         default=None, metadata={"help": "module-name suffixes to adapt, or all-linear (default: the model's preset)"}
     )

@@ -88,3 +88,27 @@ def test_patterns_no_layer_matches_or_can_take_are_named():
             ),
         )
     assert dict(model.named_modules()) == modules
+
+
+def test_surmlab_train_takes_a_pattern_and_its_run_reloads(tmp_path, capsys):
+    """``--hyper-pattern`` from the command line: the value layers take their own block size, the solver sizes
+    the query layers from what is left (closed form: a 64x64 circulant at block b has 64^2 / b parameters), and
+    ``surmlab predict`` rebuilds the run with the pattern (its weights would not fit the shared setting)."""
+    import json
+
+    from surmlab.cli import main as cli
+
+    runs = tmp_path / "runs"
+    args = ["train", "--backbone", "tiny-bert", "--task", "rotten-tomatoes", "--method", "surm-circulant",
+            "--budget", "3000", "--hyper-pattern", '{"attention.self.value": {"block_size": 64}}',
+            "--max-train", "16", "--max-eval", "8", "--max-steps", "2", "--runs-dir", str(runs), "--cpu"]  # fmt: skip
+    assert cli(args) == 0
+    (run,) = runs.iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    query_block = min(b for b in (1, 2, 4, 8, 16, 32, 64) if 2 * 64 * 64 // b <= 3000 - 2 * 64)
+    assert summary["method_params"] == 2 * 64 + 2 * 64 * 64 // query_block
+    capsys.readouterr()
+    assert cli(["predict", str(run), "a fine film"]) == 0 and "a fine film" in capsys.readouterr().out
+    assert cli(["train", "--backbone", "tiny-bert", "--method", "bitfit", "--hyper-pattern", '{"value": {}}',
+                "--runs-dir", str(runs), "--cpu"]) == 2  # fmt: skip
+    assert "hyper_pattern) apply to surm-* methods and lora, not bitfit" in capsys.readouterr().err

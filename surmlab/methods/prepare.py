@@ -52,6 +52,7 @@ def prepare(
     head: list[str],
     budget: int | str | None = None,
     hyper: dict[str, Any] | None = None,
+    hyper_pattern: dict[str, dict[str, Any]] | None = None,
     mode: str = "lora",
     targets: list[str] | str | None = None,
     nearest: bool = False,
@@ -77,8 +78,12 @@ def prepare(
     info.check_hyper(hyper or {})
     if dropout and info.kind not in ("surm", "lora"):
         raise ValueError(f"dropout applies to surm-* methods and lora; {method} takes none (got {dropout})")
+    if hyper_pattern and info.kind not in ("surm", "lora"):
+        raise ValueError(f"per-layer settings (hyper_pattern) apply to surm-* methods and lora, not {method}")
     model.requires_grad_(False)
-    request = Request(list(head), budget, dict(hyper or {}), mode, targets, nearest, alpha, product, dropout)
+    request = Request(
+        list(head), budget, dict(hyper or {}), mode, targets, nearest, alpha, product, dropout, hyper_pattern or None
+    )
     built = info.build(model, request)
     for suffix in head:
         for name in find_suffix(built.model, suffix):

@@ -39,6 +39,7 @@ class Request:
     alpha: float = 1.0
     product: str = "auto"
     dropout: float = 0.0
+    hyper_pattern: dict[str, dict[str, Any]] | None = None  # per-layer settings (SURM's wrapper only)
 
 
 @dataclass

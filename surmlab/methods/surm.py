@@ -33,6 +33,7 @@ def surm_config(family: str, request: Request, hyper: dict | None = None, alpha:
         product=request.product,
         dropout=request.dropout,
         modules_to_save=list(request.head),
+        hyper_pattern=request.hyper_pattern,
     )
 
 
