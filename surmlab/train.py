@@ -159,6 +159,7 @@ def build_method(config: TrainConfig, backbone: Backbone, nearest: bool = False)
         alpha=config.alpha,
         product=config.product,
         dropout=config.dropout,
+        init=config.init,
         lr=config.lr,
         nearest=nearest,
     )

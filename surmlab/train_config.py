@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .budget import MODES
-from .config import PRODUCTS, from_dict, is_real, is_whole
+from .config import INITS, PRODUCTS, from_dict, is_real, is_whole
 from .methods import HEAD_LR
 
 SCHEDULES = ("cosine", "linear", "constant")
@@ -57,6 +57,14 @@ class TrainConfig:
     )
     alpha: float = field(default=1.0, metadata={"help": "SURM lora-mode scale"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the SURM/LoRA update's input (lora_dropout)"})
+    init: str = field(
+        default="zero",
+        metadata={
+            "help": "SURM/LoRA update start: zero (exactly the pretrained model) or noise (small draws, for studies "
+            "of the init)",
+            "choices": INITS,
+        },
+    )
     product: str = field(
         default="auto",
         metadata={"help": "how SURM computes S x: fft, dense (S folded into W) or auto", "choices": PRODUCTS},

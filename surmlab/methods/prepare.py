@@ -59,6 +59,7 @@ def prepare(
     alpha: float = 1.0,
     product: str = "auto",
     dropout: float = 0.0,
+    init: str = "zero",
     lr: float | None = None,
 ) -> Prepared:
     """Freeze ``model``, add ``method``'s trainable parts (matched to ``budget`` where it has a size
@@ -78,11 +79,23 @@ def prepare(
     info.check_hyper(hyper or {})
     if dropout and info.kind not in ("surm", "lora"):
         raise ValueError(f"dropout applies to surm-* methods and lora; {method} takes none (got {dropout})")
+    if init != "zero" and info.kind not in ("surm", "lora"):
+        raise ValueError(f"init {init!r} applies to surm-* methods and lora; {method} starts its own way")
     if hyper_pattern and info.kind not in ("surm", "lora"):
         raise ValueError(f"per-layer settings (hyper_pattern) apply to surm-* methods and lora, not {method}")
     model.requires_grad_(False)
     request = Request(
-        list(head), budget, dict(hyper or {}), mode, targets, nearest, alpha, product, dropout, hyper_pattern or None
+        list(head),
+        budget,
+        dict(hyper or {}),
+        mode,
+        targets,
+        nearest,
+        alpha,
+        product,
+        dropout,
+        init,
+        hyper_pattern or None,
     )
     built = info.build(model, request)
     for suffix in head:

@@ -39,6 +39,7 @@ class Request:
     alpha: float = 1.0
     product: str = "auto"
     dropout: float = 0.0
+    init: str = "zero"  # "noise": small draws instead of the zero start (SURM's wrapper only)
     hyper_pattern: dict[str, dict[str, Any]] | None = None  # per-layer settings (SURM's wrapper only)
 
 

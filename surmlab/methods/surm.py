@@ -32,6 +32,7 @@ def surm_config(family: str, request: Request, hyper: dict | None = None, alpha:
         alpha=request.alpha if alpha is None else alpha,
         product=request.product,
         dropout=request.dropout,
+        init=request.init,
         modules_to_save=list(request.head),
         hyper_pattern=request.hyper_pattern,
     )
