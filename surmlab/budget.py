@@ -68,17 +68,17 @@ class BudgetPlan:
 
 
 def parse_budget(value: int | str) -> int:
-    """``50000``, ``"50k"``, ``"1.5M"`` -> an integer count."""
+    """``50000``, ``"50k"``, ``"1.5M"``, ``"1e5"`` -> an integer count."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise BudgetError(f"budget must be positive, got {value}")
         return value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)\s*", str(value))
-    if not m:
-        raise BudgetError(f"cannot read budget {value!r}; write e.g. 50000, 50k or 1.5M")
-    scale = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(2).lower()]
-    count = round(float(m.group(1)) * scale)
-    if count < 1:
+    m = re.fullmatch(r"\s*(-?)([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmM]?)\s*", str(value))
+    if not m or not isinstance(value, str):
+        raise BudgetError(f"cannot read budget {value!r}; write e.g. 50000, 50k, 1.5M or 5e4")
+    scale = {"": 1, "k": 1_000, "m": 1_000_000}[m.group(3).lower()]
+    count = round(float(m.group(2)) * scale)
+    if m.group(1) or count < 1:
         raise BudgetError(f"budget must be positive, got {value!r}")
     return count
 

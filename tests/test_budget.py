@@ -151,16 +151,17 @@ def test_parse_budget_strings(text, count):
 
 def test_parse_budget_ints():
     assert parse_budget(50_000) == 50_000
+    assert parse_budget("1e5") == parse_budget("1E+5") == 100_000 and parse_budget("1.5e2k") == 150_000
     assert solve("lowrank", SMALL, "0.6k").total == 600  # strings go through the solver too
 
 
-@pytest.mark.parametrize("bad", ["abc", "50x", "", "k", "1.2.3", "-5", "5 k 3", "1e5", True, None])
+@pytest.mark.parametrize("bad", ["abc", "50x", "", "k", "1.2.3", "5 k 3", "1e-5e", "--5", True, None])
 def test_parse_budget_rejects_garbage(bad):
     with pytest.raises(BudgetError, match="cannot read budget"):
         parse_budget(bad)
 
 
-@pytest.mark.parametrize("bad", [0, -3, "0", "0.0001k"])
+@pytest.mark.parametrize("bad", [0, -3, "0", "0.0001k", "-5", "-5k", "1e-5"])
 def test_parse_budget_rejects_non_positive(bad):
     with pytest.raises(BudgetError, match="must be positive"):
         parse_budget(bad)
