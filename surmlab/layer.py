@@ -20,6 +20,9 @@ Named adapters: the layer's own update is the adapter ``adapter_name`` (``"defau
 adapters live in ``extra`` (``AdapterSlot``: the same fields) with their parameters under
 ``extra.<name>.updates...``. The forward adds every *active* one: ``(W + sum_i alpha_i S_i) x``; ``merge(names)``
 folds named active ones into ``W``. With only the own adapter active the single-adapter code path runs unchanged.
+
+``nn.MultiheadAttention`` reads its fused q, k, v projection as bare Parameters; ``attach_in_proj`` (end of this
+file) moves them into a child ``in_proj`` that a ``SurmLinear`` wraps, read through by the attention.
 """
 
 from __future__ import annotations
@@ -518,3 +521,112 @@ def _from_plain_keys(module: SurmLinear, state: dict[str, Any], prefix: str, *_:
         state[f"{prefix}base_layer.weight"] = state.pop(f"{prefix}weight")
         # With updates next to it, ``weight`` already holds them (saved merged); alone, it is a plain base model's.
         module.merged = any(k.startswith((f"{prefix}updates.", f"{prefix}extra.")) for k in state)
+
+
+# -- nn.MultiheadAttention's fused in-projection -------------------------------------------------------------------
+#
+# An ``nn.MultiheadAttention`` keeps its q, k, v projection as bare Parameters (``in_proj_weight``, 3E x E, and
+# ``in_proj_bias``) that its forward and fast path read by name. To adapt it, ``attach_in_proj`` moves those very
+# Parameters into a child ``in_proj`` (an ``nn.Linear`` E -> 3E, wrapped in a ``SurmLinear`` with
+# ``read_by_parent``) and swaps the attention's class for a subclass whose ``in_proj_weight`` / ``in_proj_bias``
+# are read through that child. Its state dict keeps the plain attention's keys (``in_proj_weight`` holding the
+# effective weight); ``release_in_proj`` gives back a plain attention owning its Parameters.
+
+IN_PROJ = "in_proj"
+_IN_PROJ_KEYS = (("in_proj_weight", f"{IN_PROJ}.weight"), ("in_proj_bias", f"{IN_PROJ}.bias"))
+
+
+class InProjReader:
+    """Mixed in front of an ``nn.MultiheadAttention`` class: the fused projection is served by the child ``in_proj``."""
+
+    @property
+    def in_proj_weight(self) -> torch.Tensor:
+        served = self.__dict__.get("_in_proj_served")
+        return served[0] if served is not None else self.in_proj.weight
+
+    @property
+    def in_proj_bias(self) -> torch.Tensor | None:
+        served = self.__dict__.get("_in_proj_served")
+        return served[1] if served is not None else self.in_proj.bias
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The attention's forward, which reads ``in_proj_weight`` up to three times: ``W + sum alpha_i S_i`` is
+        computed once, and merge() in another thread waits meanwhile (as in ``SurmLinear.forward``)."""
+        in_proj = self.in_proj
+        with in_proj._merge_lock:
+            self.__dict__["_in_proj_served"] = (in_proj.weight, in_proj.bias)
+            try:
+                return super().forward(*args, **kwargs)
+            finally:
+                self.__dict__["_in_proj_served"] = None
+
+    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """The plain attention's keys go to the child ``in_proj`` (whose own hook sorts base and effective weight)."""
+        for plain, moved in _IN_PROJ_KEYS:
+            if f"{prefix}{plain}" in state:
+                state[f"{prefix}{moved}"] = state.pop(f"{prefix}{plain}")
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
+class SurmMultiheadAttention(InProjReader, nn.MultiheadAttention):
+    """An ``nn.MultiheadAttention`` whose ``in_proj_weight`` / ``in_proj_bias`` are its child ``in_proj``'s."""
+
+
+_READER_CLASSES: dict[type, type] = {nn.MultiheadAttention: SurmMultiheadAttention}
+
+
+def _reader_class(cls: type) -> type:
+    """The ``InProjReader`` subclass of ``cls`` (a subclass of ``nn.MultiheadAttention`` gets one made once)."""
+    if cls not in _READER_CLASSES:
+        _READER_CLASSES[cls] = type(f"Surm{cls.__name__}", (InProjReader, cls), {})
+    return _READER_CLASSES[cls]
+
+
+def in_proj_view(attention: nn.MultiheadAttention, name: str) -> nn.Linear:
+    """An ``nn.Linear`` (E -> 3E) holding ``attention``'s in-projection Parameters (no copy), for target ``name``."""
+    if not attention._qkv_same_embed_dim:
+        raise ValueError(
+            f"target {name}: this MultiheadAttention has kdim={attention.kdim}, vdim={attention.vdim} and "
+            f"embed_dim={attention.embed_dim}, so it keeps separate q_proj_weight, k_proj_weight and v_proj_weight "
+            "and no fused in_proj_weight; only attentions with kdim == vdim == embed_dim can be adapted at in_proj "
+            "(exclude it, or target its out_proj)"
+        )
+    embed_dim, bias = attention.embed_dim, attention.in_proj_bias
+    linear = nn.Linear(embed_dim, 3 * embed_dim, bias=bias is not None, device="meta")
+    linear.weight = attention.in_proj_weight
+    linear.bias = bias
+    return linear
+
+
+def attach_in_proj(attention: nn.MultiheadAttention, wrapper: SurmLinear) -> None:
+    """Make ``wrapper`` (over ``in_proj_view(attention)``) the child ``in_proj`` that ``attention`` reads from."""
+    # None entries keep the Parameter order for release_in_proj; state dicts and parameters() skip them.
+    attention._parameters["in_proj_weight"] = None
+    attention._parameters["in_proj_bias"] = None
+    attention.__class__ = _reader_class(type(attention))
+    attention.__dict__["_in_proj_served"] = None
+    attention.in_proj = wrapper
+    attention.register_state_dict_post_hook(_in_proj_plain_keys)
+
+
+def release_in_proj(attention: nn.Module) -> None:
+    """Undo ``attach_in_proj``: the plain class again, owning the (possibly merged into) base Parameters."""
+    child = attention._modules.pop(IN_PROJ)
+    base = child.base_layer if isinstance(child, SurmLinear) else child
+    attention.__class__ = type(attention).__bases__[1]
+    attention.__dict__.pop("_in_proj_served", None)
+    attention._parameters["in_proj_weight"] = base.weight
+    attention._parameters["in_proj_bias"] = base.bias
+    for key, hook in list(attention._state_dict_hooks.items()):
+        if hook is _in_proj_plain_keys:
+            del attention._state_dict_hooks[key]
+
+
+def _in_proj_plain_keys(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+    """The plain attention's keys, first as there: ``in_proj_weight`` (the effective weight ``in_proj`` wrote) and
+    ``in_proj_bias``; the attention's entries are the last ones written, so they are re-inserted in that order."""
+    own = {key: state.pop(key) for key in [k for k in state if k.startswith(prefix)]}
+    for plain, moved in _IN_PROJ_KEYS:
+        if f"{prefix}{moved}" in own:
+            state[f"{prefix}{plain}"] = own.pop(f"{prefix}{moved}")
+    state.update(own)

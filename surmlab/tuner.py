@@ -31,7 +31,19 @@ from . import budget as budget_mod
 from .budget import BudgetPlan, Target
 from .config import QKV, SurmConfig
 from .fileio import atomic_write
-from .layer import DEFAULT_ADAPTER, PACKED_WEIGHTS, SurmLinear, features, is_adaptable, is_linear
+from .layer import (
+    DEFAULT_ADAPTER,
+    IN_PROJ,
+    PACKED_WEIGHTS,
+    InProjReader,
+    SurmLinear,
+    attach_in_proj,
+    features,
+    in_proj_view,
+    is_adaptable,
+    is_linear,
+    release_in_proj,
+)
 from .structures import family as structure_family
 
 # surmlab's own names: PEFT and transformers take a folder with ``adapter_config.json`` for a PEFT adapter.
@@ -153,7 +165,7 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
         if slices:
             # A preset's slices apply only where the targets reach the fused layer (a user's
             # target_modules or exclude may leave it out); explicit qkv_slices are still checked.
-            chosen = [n for n, _, _ in find_targets(model, replace(config, **changes, qkv_slices={}))]
+            chosen = [n for n, _, _ in find_targets(model, replace(config, **changes, qkv_slices={}), in_proj=True)]
             slices = {k: v for k, v in slices.items() if any(_ends_with(n, k) for n in chosen)}
         changes["qkv_slices"] = slices
     return replace(config, **changes) if changes else config
@@ -165,13 +177,50 @@ def resolve_config(model: nn.Module, config: SurmConfig) -> SurmConfig:
 # inference fast path) instead of calling it: a wrapped child would be bypassed without a word.
 WEIGHT_READERS: tuple[type[nn.Module], ...] = (nn.TransformerEncoderLayer,)
 # Children read through ``.weight`` that a SurmLinear serves its effective weight to (``read_by_parent``).
-READ_THROUGH_WEIGHT: tuple[tuple[type[nn.Module], str], ...] = ((nn.MultiheadAttention, "out_proj"),)
+# ``in_proj``: the fused q, k, v projection an nn.MultiheadAttention stores as in_proj_weight / in_proj_bias, made
+# a child at inject (``surmlab.layer.attach_in_proj``); before that it is only a name, ``<attention>.in_proj``.
+READ_THROUGH_WEIGHT: tuple[tuple[type[nn.Module], str], ...] = (
+    (nn.MultiheadAttention, "out_proj"),
+    (nn.MultiheadAttention, IN_PROJ),
+)
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = name.rpartition(".")
+    return (model.get_submodule(parent_name) if parent_name else model), child
 
 
 def read_by_parent(model: nn.Module, name: str) -> bool:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
+    parent, child = _parent(model, name)
     return any(isinstance(parent, cls) and child == attr for cls, attr in READ_THROUGH_WEIGHT)
+
+
+def in_proj_names(model: nn.Module) -> dict[str, nn.MultiheadAttention]:
+    """``<attention>.in_proj`` -> the attention, for each ``nn.MultiheadAttention`` whose in-projection is not a
+    child yet: the names SURM's targets may give its fused q, k, v projection."""
+    return {
+        f"{name}.{IN_PROJ}" if name else IN_PROJ: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.MultiheadAttention) and not isinstance(module, InProjReader)
+    }
+
+
+def wrap_in_place(model: nn.Module, name: str, wrapper: SurmLinear) -> None:
+    """Put ``wrapper`` at ``name``; an attention's in_proj becomes a child the attention reads its weight from."""
+    parent, child = _parent(model, name)
+    if child == IN_PROJ and isinstance(parent, nn.MultiheadAttention) and not isinstance(parent, InProjReader):
+        attach_in_proj(parent, wrapper)
+    else:
+        setattr(parent, child, wrapper)
+
+
+def unwrap_in_place(model: nn.Module, name: str, base: nn.Module) -> None:
+    """Put ``base`` back at ``name``; an attention's in_proj goes back into its own in_proj_weight / in_proj_bias."""
+    parent, child = _parent(model, name)
+    if child == IN_PROJ and isinstance(parent, InProjReader):
+        release_in_proj(parent)
+    else:
+        setattr(parent, child, base)
 
 
 def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -189,7 +238,14 @@ def plain_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _linear_names(model: nn.Module) -> list[str]:
-    return [n for n, m in plain_modules(model).items() if is_linear(m)]
+    """The ``nn.Linear`` / ``Conv1D`` layers of the plain model (an attention's in_proj, once a child, is not one)."""
+    modules = plain_modules(model)
+    return [n for n, m in modules.items() if is_linear(m) and not _attached_in_proj(modules, n)]
+
+
+def _attached_in_proj(modules: dict[str, nn.Module], name: str) -> bool:
+    parent, _, child = name.rpartition(".")
+    return child == IN_PROJ and isinstance(modules.get(parent), InProjReader)
 
 
 def output_layers(model: nn.Module) -> set[str]:
@@ -222,9 +278,15 @@ def qkv_rows(in_features: int, slices: Iterable[str]) -> list[tuple[str, int, in
     return [(s, QKV.index(s) * in_features, (QKV.index(s) + 1) * in_features) for s in QKV if s in slices]
 
 
-def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
-    """``(name, layer, slices)`` for every layer the (resolved) config targets (a wrapped layer: its base)."""
+def find_targets(
+    model: nn.Module, config: SurmConfig, in_proj: bool = False
+) -> list[tuple[str, nn.Linear, list[tuple[str, int, int]]]]:
+    """``(name, layer, slices)`` for every layer the (resolved) config targets (a wrapped layer: its base).
+
+    ``in_proj``: names ``<attention>.in_proj`` reach an ``nn.MultiheadAttention``'s fused projection (its layer: an
+    ``nn.Linear`` view sharing the attention's Parameters), which only SURM's own wrapper knows how to attach."""
     modules = plain_modules(model)
+    attentions = in_proj_names(model) if in_proj else {}
     saved = [full for suffix in config.modules_to_save or [] for full in find_suffix(model, suffix)]
     spec = config.target_modules
     if spec == "all-linear":
@@ -235,11 +297,17 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
             re.compile(spec)
         except re.error as err:
             raise ValueError(f"target_modules regex {spec!r} does not compile: {err}") from None
-        chosen = [n for n in modules if n and re.fullmatch(spec, n)]
+        chosen = [n for n in [*modules, *attentions] if n and re.fullmatch(spec, n)]
     else:
         chosen = []
         for suffix in spec or []:
-            hits = find_suffix(model, suffix)
+            hits = find_suffix(model, suffix) + [n for n in attentions if _ends_with(n, suffix)]
+            if not hits and not in_proj and any(_ends_with(n, suffix) for n in in_proj_names(model)):
+                raise ValueError(
+                    f"target {suffix!r} names the fused in-projection of an nn.MultiheadAttention, which only "
+                    "SURM's own wrapper adapts; target the attention's out_proj, or the whole attention module "
+                    "where the method supports it"
+                )
             if not hits:
                 raise ValueError(
                     f"target {suffix!r} matches no module of {type(model).__name__}; linear layers "
@@ -256,6 +324,8 @@ def find_targets(model: nn.Module, config: SurmConfig) -> list[tuple[str, nn.Lin
     if not chosen:
         raise ValueError(f"target_modules {spec!r} (minus exclude {config.exclude!r}) match no layer")
     for name in chosen:
+        if name in attentions:
+            modules[name] = in_proj_view(attentions[name], name)
         if not is_adaptable(modules[name]):
             raise ValueError(
                 f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers (and transformers' "
@@ -337,7 +407,7 @@ def pattern_overrides(config: SurmConfig, targets: list[Target]) -> dict[str, di
 def plan_for(model: nn.Module, config: SurmConfig) -> BudgetPlan:
     """What ``inject`` would build: per-layer shapes, hyper-parameters and the exact count."""
     config = resolve_config(model, config)
-    targets = _budget_targets(find_targets(model, config), config.mode)
+    targets = _budget_targets(find_targets(model, config, in_proj=True), config.mode)
     overrides = pattern_overrides(config, targets)
     if config.budget is not None:
         if config.hyper:
@@ -442,7 +512,7 @@ def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) ->
     _check_name(model, name)
     records, active = adapters(model), active_adapters(model)
     config = resolve_config(model, config)
-    found = find_targets(model, config)
+    found = find_targets(model, config, in_proj=True)
     plan = plan_for(model, config)
     _check_injectable(model, config, found)
     _check_stackable(name, config, found, model)
@@ -477,7 +547,7 @@ def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) ->
                 adapter_name=name,
             )
             surm.read_by_parent = read_by_parent(model, target)
-            set_module(model, target, surm)
+            wrap_in_place(model, target, surm)
             wrapped.append((target, layer))
         for suffix in config.modules_to_save or []:
             for saved in find_suffix(model, suffix):
@@ -488,7 +558,7 @@ def inject(model: nn.Module, config: SurmConfig, name: str = DEFAULT_ADAPTER) ->
         _apply_active(model, active)
     except BaseException:
         for target, layer in wrapped:
-            set_module(model, target, layer)
+            unwrap_in_place(model, target, layer)
         for layer in added:
             if name in layer.extra:
                 del layer.extra[name]
@@ -531,7 +601,7 @@ def delete_adapter(model: nn.Module, name: str) -> nn.Module:
         if name not in layer.adapter_names:
             continue
         if len(layer.adapter_names) == 1:
-            set_module(model, target, layer.base_layer)
+            unwrap_in_place(model, target, layer.base_layer)
         else:
             layer.remove_adapter(name)
     _apply_active(model, active)
@@ -588,6 +658,14 @@ def _check_injectable(model: nn.Module, config: SurmConfig, found: list[tuple[st
                 raise ValueError(
                     f"modules_to_save {name} holds non-float parameters ({name}.{frozen[0]}), which cannot be "
                     "trained; leave it out of modules_to_save (modules_to_save=[]) or load it in floating point"
+                )
+    if config.mode == "adapter":
+        for name, _, _ in found:
+            if read_by_parent(model, name):
+                parent = type(_parent(model, name)[0]).__name__
+                raise ValueError(
+                    f"target {name} is read through its .weight by its parent {parent}, which never calls it; "
+                    "adapter mode (h + act(S h) + b) has no weight to serve there: use mode='lora' for it"
                 )
     if config.product == "dense":
         for name, layer, _ in found:
@@ -685,7 +763,7 @@ def unload(model: nn.Module, merge: bool = False) -> nn.Module:
             layer.merge()
         else:
             layer.unmerge()
-        set_module(model, name, layer.base_layer)
+        unwrap_in_place(model, name, layer.base_layer)
     _unguard_save_pretrained(model)
     _set_records(model, {}, [])
     return model
@@ -909,7 +987,7 @@ def load_adapter(
         if surm_layers(model):
             unload(model)
         for name, layer in previous.items():
-            set_module(model, name, layer)
+            wrap_in_place(model, name, layer)
         for attr, value in attrs.items():
             setattr(model, attr, value)
         if previous:
@@ -932,7 +1010,7 @@ def _load_into_bare(
 ) -> None:
     backbone = backbone_name(model)
     try:
-        targets = _budget_targets(find_targets(model, config), config.mode)
+        targets = _budget_targets(find_targets(model, config, in_proj=True), config.mode)
     except ValueError as err:
         raise ValueError(f"adapter in {path} does not fit this {backbone}: {err}") from None
     have_layers = {t.name: [t.out_features, t.in_features] for t in targets}
