@@ -86,8 +86,14 @@ def _check(model: nn.Module, rank: int | None, energy: float | None) -> dict[str
                 f"{name} holds adapters {layer.adapter_names} (active: {list(layer.active)}); export_lora takes "
                 "one adapter: delete_adapter() the others first"
             )
-        if layer.embedding:
-            raise ValueError(f"{name} is an nn.Embedding; export_lora writes LoRA for linear layers only")
+        if layer.embedding or layer.conv:
+            kind = type(layer.base_layer).__name__
+            raise ValueError(f"{name} is an nn.{kind}; export_lora writes LoRA for linear layers only")
+        if layer.read_by_parent:
+            raise ValueError(
+                f"{name} is read through .weight by its nn.MultiheadAttention, which PEFT's LoRA on that name would "
+                "bypass; export_lora writes LoRA for layers their parent calls"
+            )
         limit = min(layer.out_features, layer.in_features)
         if rank is not None and rank > limit:
             raise ValueError(

@@ -139,3 +139,27 @@ def test_fused_qkv_slices_export_as_whole_layer_loras(family, hyper, tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
     k_rows = peft_delta(loaded, rows[0].name)[64:128]
     assert np.abs(k_rows).max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    ("target", "pattern"),
+    [
+        ("conv", r"conv is an nn\.Conv2d; export_lora writes LoRA for linear layers only"),
+        ("attn.in_proj", r"attn\.in_proj is read through \.weight by its nn\.MultiheadAttention"),
+        ("attn.out_proj", r"attn\.out_proj is read through \.weight by its nn\.MultiheadAttention"),
+    ],
+)
+def test_layers_peft_lora_could_not_express_are_refused(target, pattern, tmp_path):
+    """A conv's update is on its flattened kernel, and PEFT's LoRA on an attention's in_proj/out_proj name would
+    wrap a module the attention never calls: refused by name, nothing written."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 8, 3)
+            self.attn = torch.nn.MultiheadAttention(16, 4, batch_first=True)
+
+    model = inject(Net(), SurmConfig(family="lowrank", target_modules=[target], hyper={"rank": 2}))
+    with pytest.raises(ValueError, match=pattern):
+        export_lora(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
