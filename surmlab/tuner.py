@@ -125,6 +125,11 @@ PRESETS = (
         ("classifier", "head"),
         model_types=("clip", "clip_text_model", "clip_vision_model"),
     ),
+    # timm's MobileNetV2 / EfficientNet / MobileNetV3 blocks (the ``mobilenetv2`` backbone, ``timm:`` relatives):
+    # the pointwise 1x1 convs, expansion ``conv_pw`` and projection ``conv_pwl``, which hold most of the weights
+    # (the depthwise ``conv_dw`` kernels are out x 9, too thin for a structured update). A Conv2d takes
+    # LoRA-mode updates only: adapter mode on them is refused by ``SurmLinear`` with that reason.
+    Preset("timm-mobilenet", "conv_pwl", ("conv_pw", "conv_pwl"), ("conv_pwl",), ("classifier",)),
 )
 
 
@@ -330,6 +335,12 @@ def find_targets(
             raise ValueError(
                 f"target {name} is a {type(modules[name]).__name__}; only nn.Linear layers (and transformers' "
                 "Conv1D, nn.Embedding and nn.Conv2d) can be adapted"
+            )
+        layer = modules[name]
+        if isinstance(layer, nn.Conv2d) and type(layer).forward is not nn.Conv2d.forward:
+            raise ValueError(
+                f"target {name} is a {type(layer).__name__}, a Conv2d with its own forward (e.g. timm's 'same' "
+                "padding), which the update's convolution would bypass; only plain nn.Conv2d layers can be adapted"
             )
         parent = modules[name.rpartition(".")[0]]
         if isinstance(parent, WEIGHT_READERS):

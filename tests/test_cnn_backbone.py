@@ -209,3 +209,14 @@ def test_two_steps_on_mnist_from_the_command_line(tmp_path):
     assert summary["metric"] == "accuracy" and 0 <= summary["final_metrics"]["accuracy"] <= 1
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(np.isfinite(row.get("loss", np.nan)) for row in rows)
+
+
+@pytest.mark.parametrize("method", ["peft-lora", "houlsby", "fourierft", "oft"])
+def test_methods_for_linear_layers_refuse_the_convs_by_name(method):
+    """PEFT's baselines and the Houlsby adapter take linear layers: on the CNN preset they name the conv."""
+    from surmlab.methods import prepare
+
+    backbone = load_backbone("mobilenetv2", num_labels=3, pretrained=False, image_size=SIZE)
+    size = {"hyper": {"bottleneck": 8}} if method == "houlsby" else {"budget": "20k"}
+    with pytest.raises(ValueError, match=r"target model\.blocks\.\d+\.\d+\.conv_pw.? is an nn\.Conv2d; this method"):
+        prepare(method, backbone.model, head=backbone.head, **size)

@@ -182,8 +182,9 @@ def test_conv2d_update_on_the_flattened_kernel(family, tmp_path):
 
 @pytest.mark.parametrize("family", ["circulant", "lowrank"])
 def test_conv2d_on_timm_mobilenetv2(family):
-    """The real MobileNetV2 architecture (timm, random weights: none ship offline): every 1x1 and 3x3 conv of
-    the first blocks adapted; the output equals the plain network holding the oracle's kernels."""
+    """The real MobileNetV2 architecture (timm, random weights; the pretrained ``mobilenetv2`` backbone has its
+    own tests in test_cnn_backbone.py): every 1x1 and 3x3 conv of the first blocks adapted; the output equals
+    the plain network holding the oracle's kernels."""
     import timm
 
     torch.manual_seed(3)
@@ -206,3 +207,13 @@ def test_conv2d_on_timm_mobilenetv2(family):
         close(model(x), want, rtol=1e-4, atol=1e-5)
         merge(model)
         close(model(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_conv_with_its_own_forward_is_refused_by_name():
+    """timm's Conv2dSame pads in its own forward; the update's convolution would skip that padding."""
+    from timm.layers import Conv2dSame
+
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), Conv2dSame(8, 8, 3, stride=2))
+    with pytest.raises(ValueError, match=r"target 1 is a Conv2dSame, a Conv2d with its own forward"):
+        inject(net, SurmConfig(family="lowrank", target_modules=["0", "1"], hyper={"rank": 2}))
+    assert isinstance(net[0], nn.Conv2d) and type(net[1]) is Conv2dSame  # nothing half-applied

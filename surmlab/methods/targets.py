@@ -1,7 +1,4 @@
-"""Which layers a method adapts, found and described the same way for every method.
-
-Default targets per model family are ``tuner.PRESETS``; the CNN family below is added to them here.
-"""
+"""Which layers a method adapts, found and described the same way for every method."""
 
 from __future__ import annotations
 
@@ -9,30 +6,23 @@ import re
 
 from torch import nn
 
-from .. import tuner
 from ..config import SurmConfig
-from ..tuner import Preset, find_targets, resolve_config, surm_layers
-
-# timm's MobileNetV2 / EfficientNet / MobileNetV3 blocks (the ``mobilenetv2`` backbone and ``timm:`` relatives):
-# the pointwise 1x1 convs, expansion ``conv_pw`` and projection ``conv_pwl``, which hold most of the weights
-# (the depthwise 3x3 ``conv_dw`` are out x 9 kernels, too thin for a structured update). A Conv2d takes
-# LoRA-mode updates only, so adapter mode on them is refused by ``SurmLinear`` with that reason.
-CNN_PRESET = Preset("timm-mobilenet", "conv_pwl", ("conv_pw", "conv_pwl"), ("conv_pwl",), ("classifier",))
-
-
-def add_preset(preset: Preset) -> None:
-    """Make ``preset`` one of the families ``inject`` recognises (once; later presets lose ties)."""
-    if all(p.name != preset.name for p in tuner.PRESETS):
-        tuner.PRESETS = (*tuner.PRESETS, preset)
-
-
-add_preset(CNN_PRESET)
+from ..layer import is_linear
+from ..tuner import find_targets, resolve_config, surm_layers
 
 
 def preset_targets(model: nn.Module, mode: str, targets: list[str] | str | None) -> list[tuple[str, nn.Linear]]:
-    """The layers SURM would adapt in ``mode``, without qkv slicing (PEFT cannot slice)."""
+    """The layers SURM would adapt in ``mode``, without qkv slicing (PEFT cannot slice), for the methods that
+    take linear layers only: a convolution or an embedding among them is refused by name."""
     config = resolve_config(model, SurmConfig(mode=mode, target_modules=targets, qkv_slices={}))
-    return [(name, layer) for name, layer, _ in find_targets(model, config)]
+    found = [(name, layer) for name, layer, _ in find_targets(model, config)]
+    for name, layer in found:
+        if not is_linear(layer):
+            raise ValueError(
+                f"target {name} is an nn.{type(layer).__name__}; this method adapts nn.Linear layers only (the "
+                "surm-* methods and lora also take Conv2d and Embedding layers): name linear layers with targets"
+            )
+    return found
 
 
 def _pattern(name: str) -> str:

