@@ -27,6 +27,7 @@ from surmlab.experiments import (
     weight_analysis,
 )
 from surmlab.plots import pareto_front
+from surmlab.structures import FAMILIES
 from surmlab.timing import randomize_updates
 
 
@@ -386,3 +387,15 @@ def test_pinwheel_speed_and_weight_words_quote_their_tables():
     assert "The highest accuracy of the budgeted methods is lora's, 0.796 (full fine-tuning: 0.814)" in text
     swapped = table.assign(method=table.method.replace({"lora": "surm-circulant", "surm-circulant": "lora"}))
     assert "is surm-circulant's, 0.796" in weight_analysis.summarize(swapped)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_approximation_settings_span_low_ranks_counts(family):
+    """Every family is fitted over the range of counts low rank is (2 n r for r = 1 ... n/4), not only at its
+    smallest settings (the sparse spectrum at 1-5 coefficients once): its largest count reaches at least
+    half of low rank's largest, none exceeds n^2 / 2, and the counts rise."""
+    n = 64
+    counts = [FAMILIES[family].num_parameters(n, n, **h) for h in approximation.settings(family, n, 5)]
+    largest_lowrank = 2 * n * (n // 4)
+    assert counts == sorted(set(counts)) and len(counts) >= 3
+    assert largest_lowrank / 2 <= counts[-1] <= n * n // 2

@@ -110,8 +110,13 @@ def settings(family: str, n: int, max_points: int) -> list[dict[str, Any]]:
         options = [{"block_size": n, "rank": r} for r in pow2 if r <= n // 8]
     elif family == "kronecker":
         options = [{"factors": [k, k]} for k in pow2 if k * k <= n]
-    else:  # a family without a hand-picked grid: its own candidates for this shape
-        options = list(STRUCTURES[family].candidates([(n, n)]))
+    elif family == "circulant_chain":  # one n x n block, longer chains (chain length 1 is the circulant)
+        options = [{"block_size": n, "chain_length": m} for m in (1, 2, 3, 5, 9, 17) if m <= (n + 1) // 2]
+    else:  # no hand-picked grid: the family's own candidates nearest low rank's counts (2 n r, r = 1, 2, 4, ...)
+        candidates = list(STRUCTURES[family].candidates([(n, n)]))
+        counts = [STRUCTURES[family].num_parameters(n, n, **h) for h in candidates]
+        wanted = [2 * n * r for r in pow2 if r <= n // 4]
+        options = [candidates[min(range(len(counts)), key=lambda i: (abs(counts[i] - w), i))] for w in wanted]
     counted = sorted(((make(family, n, n, **h).num_parameters(n, n, **h), h) for h in options), key=lambda o: o[0])
     unique: dict[int, dict[str, Any]] = {}
     for count, h in counted:
