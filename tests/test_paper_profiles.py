@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -255,6 +256,20 @@ def test_speed_paper(tmp_path, paper_hub):
     assert list(table.method) == list(p.methods) and (table.step_ms > 0).all()
     assert np.isfinite(table[["step_vs_lora", "infer_merged_vs_lora"]].to_numpy(dtype=float)).all()
     assert ("hf", "bert-base-uncased") in paper_hub
+
+
+def test_decoder_paper():
+    """The paper profile names a backbone and methods the runner accepts and asks the hub for the 0.5B instruct
+    model and GSM8K; sizing its budget loads that model, so training it needs the hub (and a GPU). GSM8K's rows
+    are tested in test_lm.py, as is every decoder preset on its stand-in."""
+    from surmlab.experiments import common, decoder
+
+    p = decoder.PROFILES["paper"]
+    common.check_backbone(p.backbone)
+    common.check_methods(p.methods)
+    assert p.backbone == "lm:Qwen/Qwen2.5-0.5B-Instruct" and p.tasks == ("gsm8k",) and "lora" in p.methods
+    with pytest.raises(ValueError, match="not instruction tasks"):
+        decoder.validate(replace(p, tasks=("rotten-tomatoes",)))
 
 
 def test_every_paper_profile_has_a_test_here():
