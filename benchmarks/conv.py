@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,9 @@ from torch import nn
 from surmlab import SurmConfig, inject
 from surmlab.timing import ratio, time_interleaved
 
-from .common import environment
+from .common import environment, fwd_bwd
 
 TARGETS = r"blocks\.\d+\.\d+\.conv_(pw|pwl)"
-
-
-def step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def run() -> None:
-        model(x).sum().backward()
-        model.zero_grad(set_to_none=True)
-        x.grad = None
-
-    return run
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -59,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model = inject(copy.deepcopy(base), config)
         models[family] = model
         counts[family] = model.surm_plan.total
-    times = time_interleaved({name: step(m, x) for name, m in models.items()}, device, reps=args.reps)
+    times = time_interleaved({name: fwd_bwd(m, x) for name, m in models.items()}, device, reps=args.reps)
     med = {name: t["median_s"] for name, t in times.items()}
     result = {
         "environment": environment(device),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,13 @@ from torch import nn
 from surmlab import SurmConfig, inject, set_adapter
 from surmlab.timing import ratio, time_interleaved
 
-from .common import environment
+from .common import environment, fwd_bwd
 
 
 def one_layer(features: int) -> nn.Module:
     model = nn.Sequential()
     model.add_module("fc", nn.Linear(features, features))
     return model
-
-
-def step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """One forward+backward (the input needs a gradient, so the frozen layer's backward runs too)."""
-
-    def run() -> None:
-        model(x).sum().backward()
-        model.zero_grad(set_to_none=True)
-        x.grad = None
-
-    return run
 
 
 def build(features: int, budget: int, families: tuple[str, str], dropout: float = 0.0) -> nn.Module:
@@ -78,11 +66,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_adapter(models["a"], "a")
     set_adapter(models["b"], "b")
     set_adapter(models["a+b"], ["a", "b"])
-    fns = {name: step(model, x) for name, model in models.items()}
-    fns["frozen"] = step(frozen, x)
+    fns = {name: fwd_bwd(model, x) for name, model in models.items()}
+    fns["frozen"] = fwd_bwd(frozen, x)
     for dropout in (0, 0.1):
         for train in (True, False):
-            fns[f"dropout={dropout} {'train' if train else 'eval'}"] = step(single(args, budget, dropout, train), x)
+            fns[f"dropout={dropout} {'train' if train else 'eval'}"] = fwd_bwd(single(args, budget, dropout, train), x)
     times = time_interleaved(fns, device, reps=args.reps)
     med = {name: t["median_s"] for name, t in times.items()}
     result = {
