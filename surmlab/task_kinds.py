@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
     from .data.collate import Collate
+    from .memory import MemoryDefaults
     from .train_config import TrainConfig
 
 
@@ -24,6 +25,7 @@ class TaskKind(Protocol):
     (higher is better), ``train``, ``eval``, ``label_names`` and ``description``."""
 
     name: str
+    memory_defaults: MemoryDefaults  # length bucketing and bf16 when a config leaves them to the lab
 
     def claims(self, task: str) -> bool:
         """Whether this kind reads the task named ``task``."""

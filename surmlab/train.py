@@ -33,7 +33,15 @@ from transformers import get_scheduler
 from .data import Task, compute_metrics, load_task, make_collate
 from .data.collate import Collate, IndexedRows
 from .lm import kind as _lm_kind  # noqa: F401  (registers the decoder task kind)
-from .memory import LengthBuckets, enable_gradient_checkpointing, text_columns, text_lengths
+from .memory import (
+    LengthBuckets,
+    MemoryDefaults,
+    bf16_device,
+    enable_gradient_checkpointing,
+    text_columns,
+    text_lengths,
+    with_memory_defaults,
+)
 from .methods import Prepared, head_parameter_names, prepare
 from .models import Backbone, load_backbone
 from .provenance import git_commit, package_versions
@@ -169,6 +177,7 @@ class Classification:
     """The default task kind (``surmlab.task_kinds``): a classifier's logits against class labels."""
 
     name = "classification"
+    memory_defaults = MemoryDefaults()
 
     def claims(self, task: str) -> bool:
         return True
@@ -484,8 +493,9 @@ def main_process() -> bool:
 
 def _train(config: TrainConfig, run: RunDir | None, progress: bool, held: contextlib.ExitStack) -> RunSummary:
     # -- setup: everything is validated (in build) before the run directory exists
-    acc = make_accelerator(config)
     kind = kind_of(config)
+    config = with_memory_defaults(config, kind.memory_defaults, bf16_device(config))
+    acc = make_accelerator(config)
     backbone, task, prepared = build(config)
     is_main = acc.is_main_process
     if run is None:

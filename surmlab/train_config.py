@@ -17,7 +17,7 @@ from .config import INITS, PRODUCTS, from_dict, is_real, is_whole
 from .methods import HEAD_LR
 
 SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("no", "fp16", "bf16")
+PRECISIONS = ("auto", "no", "fp16", "bf16")
 LOGGERS = ("tensorboard", "wandb", "mlflow")  # experiment trackers offered by the command line
 # What ``--resume`` may change: how long the run goes on and how often it reports. Everything else
 # defines the run and stays as it was saved.
@@ -85,13 +85,22 @@ class TrainConfig:
     )
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
     mixed_precision: str = field(
-        default="no", metadata={"help": "autocast precision ('no': full float32)", "choices": PRECISIONS}
+        default="auto",
+        metadata={
+            "help": "autocast precision: auto (bf16 for decoder tasks on a GPU that has it, else none), "
+            "no (full float32), fp16 or bf16",
+            "choices": PRECISIONS,
+        },
     )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations in the backward pass (less memory, ~1.3x the time)"}
     )
-    length_bucketing: bool = field(
-        default=False, metadata={"help": "text: batch rows of similar length together (less padding)"}
+    length_bucketing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "text: batch rows of similar length together (less padding); default: on for decoder "
+            "(instruction) tasks, off for classification"
+        },
     )
     seed: int = field(default=0, metadata={"help": "random seed (data sampling, initialisation, order)"})
     data_dir: str | None = field(default=None, metadata={"help": "local data: GLUE TSV folder, saved dataset"})

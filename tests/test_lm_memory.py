@@ -1,5 +1,6 @@
 """Memory options on a decoder stand-in: accumulation against one big batch, gradient checkpointing
-against plain backprop, bf16 autocast, and length bucketing (batches alike, exact resume)."""
+against plain backprop, bf16 autocast, length bucketing (batches alike, exact resume), and the defaults
+a decoder task gives the options a config leaves open."""
 
 import json
 
@@ -9,8 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from surmlab.lm.data import load_lm_task
-from surmlab.memory import LengthBuckets, text_lengths
-from surmlab.train import TrainConfig, train
+from surmlab.memory import LengthBuckets, text_lengths, with_memory_defaults
+from surmlab.runs import RunDir
+from surmlab.train import TrainConfig, build, kind_of, make_loaders, train
 
 BASE = {"backbone": "tiny-llama", "task": "arithmetic", "method": "surm-circulant", "budget": "1k", "cpu": True,
         "max_train": 16, "max_eval": 2, "max_length": 256, "lr": 0.05, "warmup_ratio": 0.0, "checkpoint_every": 0,
@@ -107,3 +109,41 @@ def test_length_bucketing_refuses_an_image_task():
 
     with pytest.raises(ValueError, match="length_bucketing applies to text tasks"):
         build(TrainConfig(backbone="tiny-vit", task="mnist", method="lora", budget="1k", length_bucketing=True))
+
+
+def settled(config, bf16):
+    return with_memory_defaults(config, kind_of(config).memory_defaults, bf16)
+
+
+def test_memory_defaults_follow_the_task_kind_and_keep_explicit_choices():
+    decoder = TrainConfig(**BASE)
+    classifier = TrainConfig(backbone="minilm-l6", task="rotten-tomatoes", method="lora")
+    assert (decoder.length_bucketing, decoder.mixed_precision) == (None, "auto")  # left to the lab
+    on_gpu, on_cpu = settled(decoder, bf16=True), settled(decoder, bf16=False)
+    assert (on_gpu.length_bucketing, on_gpu.mixed_precision) == (True, "bf16")
+    assert (on_cpu.length_bucketing, on_cpu.mixed_precision) == (True, "no")
+    for bf16 in (True, False):
+        plain = settled(classifier, bf16)
+        assert (plain.length_bucketing, plain.mixed_precision) == (False, "no")
+    explicit = TrainConfig(**{**BASE, "length_bucketing": False, "mixed_precision": "fp16"})
+    assert settled(explicit, bf16=True) == explicit
+
+
+def padding_tokens(config):
+    backbone, task, _ = build(config)
+    loader, _ = make_loaders(task, backbone, config)
+    return sum(int((batch["attention_mask"] == 0).sum()) for batch in loader)
+
+
+def test_decoder_default_bucketing_trains_on_less_padding():
+    options = {**BASE, "max_train": 96, "batch_size": 8}
+    bucketed = padding_tokens(settled(TrainConfig(**options), bf16=False))
+    shuffled = padding_tokens(TrainConfig(**options, length_bucketing=False))
+    assert bucketed < 0.5 * shuffled
+
+
+def test_a_run_folder_records_the_memory_options_used(tmp_path):
+    default = RunDir(run(tmp_path, "default", batch_size=4, max_steps=1).run_dir).config().train
+    assert (default.length_bucketing, default.mixed_precision) == (True, "no")  # CPU: no bf16
+    plain = RunDir(run(tmp_path, "plain", batch_size=4, max_steps=1, length_bucketing=False).run_dir)
+    assert plain.config().train.length_bucketing is False

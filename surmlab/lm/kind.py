@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.collate import Collate
+from ..memory import MemoryDefaults
 from ..task_kinds import register_task_kind
 from .data import (
     IGNORE,
@@ -65,6 +66,7 @@ def check_prompts(tokenizer: Any, rows: Any, max_length: int, where: str) -> Non
 
 class LmKind:
     name = "lm"
+    memory_defaults = MemoryDefaults(length_bucketing=True, bf16_on_gpu=True)
 
     def claims(self, task: str) -> bool:
         return is_lm_task(task)
