@@ -533,7 +533,8 @@ def test_two_resumes_of_one_run_at_once_train_it_once(tmp_path):
            "--epochs", "20000"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     log = tmp_path / "first.log"  # a file, not a pipe: a progress bar must never fill a buffer and block it
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    with log.open("w") as err:
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 300
         while not any(r.get("step", 0) > 2 and "loss" in r for r in run.metrics()):
