@@ -13,7 +13,7 @@ RECORDS = sorted((Path(__file__).resolve().parents[1] / "docs" / "results" / "cp
 
 
 def read(folder: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(folder / name, dtype={"budget": str}, keep_default_na=False, na_values={"mean": [""]})
+    return pd.read_csv(folder / name, dtype={"budget": str}, keep_default_na=False)
 
 
 def t_interval(values: np.ndarray) -> tuple[float, float]:
